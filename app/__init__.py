@@ -1,0 +1,75 @@
+"""Askgate: team logins, API keys, and answers about the code in your workspaces."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.config import Config, ConfigError, load_config, load_dotenv_files
+
+
+def create_app(config: Config | None = None, overrides: dict | None = None) -> Flask:
+    """Assemble the app: config, extensions, blueprints, the request hook, error handlers, CLI."""
+    if config is None:
+        load_dotenv_files()
+        try:
+            config = load_config()
+        except ConfigError as exc:
+            # One clear line instead of a traceback, for gunicorn, flask CLI and imports alike.
+            raise SystemExit(f"askgate: configuration error: {exc}") from None
+    app = Flask(__name__)
+    app.config.update(config.flask_settings())
+    app.config.update(overrides or {})
+    config.workspaces_dir.mkdir(parents=True, exist_ok=True)
+
+    if config.trusted_proxy_count:
+        # Trust exactly as many X-Forwarded-* hops as there are proxies of ours; the rest is spoofable.
+        n = config.trusted_proxy_count
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+
+    from app.services import init_services
+
+    init_services(app, config)
+    _init_logging()
+
+    from app.auth.hook import configure_access_log
+    from app.extensions import csrf, limiter, login_manager
+
+    configure_access_log()
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    # Registered before the limiter so that it runs after the limiter's header injection.
+    app.after_request(_retry_after_only_on_429)
+    limiter.init_app(app)
+
+    from app import errors, security, setup, web
+    from app.api.routes import bp as api_bp
+
+    app.register_blueprint(api_bp)
+    web.register(app)
+    errors.register(app)
+    security.register(app)
+    setup.ensure_setup_token(app)
+
+    from app.cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def _retry_after_only_on_429(response):
+    """flask-limiter adds Retry-After to every limited response; it only means something on a 429."""
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
+
+
+def _init_logging() -> None:
+    root = logging.getLogger("askgate")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)

@@ -1,0 +1,1 @@
+"""The JSON API: the blueprint and its views live in ``routes``, errors in ``errors``."""

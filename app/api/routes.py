@@ -1,0 +1,176 @@
+"""API views: parse the input, call one domain function, return JSON."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify, request
+
+from app.api.errors import APIError, json_error
+from app.ask.errors import AskError, WorkspaceNotFound
+from app.ask.workspaces import is_valid_workspace_id
+from app.auth.hook import protect_api
+from app.extensions import limiter
+from app.keys.store import KeyRequestError, public_view
+from app.services import services
+from app.sharedfile import StoreUnavailable, StoreWriteError
+from app.users.store import UserError
+
+QUESTION_MAX = 2000
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+protect_api(bp)
+
+
+@bp.errorhandler(APIError)
+def _api_error(exc: APIError):
+    return json_error(exc.status, exc.message)
+
+
+@bp.errorhandler(StoreUnavailable)
+def _store_unavailable(exc: StoreUnavailable):
+    return json_error(503, "Key store unavailable")
+
+
+@bp.errorhandler(StoreWriteError)
+def _store_write_error(exc: StoreWriteError):
+    return json_error(507 if exc.disk_full else 503, str(exc))
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise APIError(400, "Send a JSON object with Content-Type: application/json")
+    return body
+
+
+@bp.get("/health")
+@limiter.exempt
+def health():
+    return jsonify(status="ok")
+
+
+@bp.get("/whoami")
+def whoami():
+    return jsonify(g.principal.whoami())
+
+
+@bp.post("/ask")
+def ask():
+    body = json_body()
+    workspace_id = body.get("workspaceId")
+    question = body.get("question")
+    if not isinstance(workspace_id, str) or not workspace_id.strip():
+        raise APIError(400, "workspaceId is required")
+    if not isinstance(question, str) or not question.strip():
+        raise APIError(400, "question is required")
+    if len(question) > QUESTION_MAX:
+        raise APIError(400, f"question is too long: at most {QUESTION_MAX} characters")
+    if not is_valid_workspace_id(workspace_id):
+        raise APIError(
+            400,
+            "workspaceId must be 1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    top_k = body.get("top_k", 5)
+    from app.ask.engine import ask as ask_engine
+
+    try:
+        result = ask_engine(
+            services().config.workspaces_dir,
+            workspace_id,
+            question,
+            top_k=top_k,
+            llm=services().llm,
+        )
+    except WorkspaceNotFound:
+        raise APIError(404, "Workspace not found") from None
+    except AskError as exc:
+        raise APIError(400, str(exc)) from None
+    return jsonify(result)
+
+
+@bp.get("/workspaces")
+def workspaces():
+    from app.ask.workspaces import list_workspaces
+
+    return jsonify(workspaces=list_workspaces(services().config.workspaces_dir))
+
+
+# -- key management -------------------------------------------------------------------------------------
+def _require_key_manager():
+    """Only a session or the admin key may manage keys: a leaked key must not mint more keys."""
+    if g.principal.auth_method not in ("session", "admin_key"):
+        raise APIError(403, "Key management needs a dashboard session or the admin key")
+    return g.principal
+
+
+def _visible_key(key_id: str) -> dict:
+    principal = _require_key_manager()
+    record = services().keys.get(key_id)
+    if record is None or (not principal.is_admin and record["owner"] != principal.user):
+        raise APIError(404, "Key not found")  # not 403: ids of other users' keys do not leak
+    return record
+
+
+@bp.get("/keys")
+def list_keys():
+    principal = _require_key_manager()
+    owner = None if principal.is_admin else principal.user
+    return jsonify(keys=[public_view(r) for r in services().keys.list(owner)])
+
+
+@bp.post("/keys")
+def create_key():
+    principal = _require_key_manager()
+    body = json_body()
+    owner = principal.user
+    if "user" in body and body["user"] is not None:
+        if not principal.is_admin:
+            raise APIError(403, "Only an admin can create keys for another user")
+        owner = body["user"]
+    if owner is None:
+        raise APIError(400, 'The admin key belongs to no user: say whose key this is with "user"')
+    if not isinstance(owner, str):
+        raise APIError(400, "user must be a username")
+    target = services().users.get(owner)
+    if target is None:
+        raise APIError(400, f"No user named {owner!r}")
+    if target.disabled:
+        raise APIError(400, f"User {owner!r} is disabled")
+    expires = body.get("expires_in_days")
+    if isinstance(expires, bool) or not (expires is None or isinstance(expires, int)):
+        raise APIError(400, "expires_in_days must be 30, 90, 365, or null for never")
+    try:
+        new = services().keys.create(target.username, body.get("name"), expires)
+    except KeyRequestError as exc:
+        raise APIError(400, str(exc)) from None
+    record = new.record
+    payload = {name: record[name] for name in ("id", "name", "prefix", "created_at", "expires_at")}
+    payload["key"] = new.key
+    response = jsonify(payload)
+    response.status_code = 201
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.patch("/keys/<key_id>")
+def update_key(key_id: str):
+    record = _visible_key(key_id)
+    body = json_body()
+    if set(body) != {"active"} or not isinstance(body["active"], bool):
+        raise APIError(400, 'Send {"active": false} to revoke the key')
+    if body["active"]:
+        if record["revoked_at"]:
+            raise APIError(400, "A revoked key cannot be made active again; create a new key")
+        return jsonify(public_view(record))
+    return jsonify(public_view(services().keys.revoke(key_id)))
+
+
+@bp.delete("/keys/<key_id>")
+def delete_key(key_id: str):
+    _visible_key(key_id)
+    services().keys.delete(key_id)
+    return "", 204
+
+
+@bp.errorhandler(UserError)
+def _user_error(exc: UserError):
+    return json_error(400, str(exc))

@@ -1,0 +1,165 @@
+"""Who an API request is: session, dashboard key, admin key or client key — first match wins."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+
+from flask import Request, g, request
+from flask_login import current_user
+from limits import parse as parse_limit
+
+from app.extensions import limiter
+from app.keys.store import key_status, public_view
+from app.services import services
+from app.sharedfile import StoreUnavailable, StoreWriteError
+
+log = logging.getLogger("askgate.auth")
+
+MAX_KEY_HEADER = 512
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The resolved caller. Views read it from ``g.principal``."""
+
+    auth_method: str  # "session" | "dashboard_key" | "admin_key" | "client_key"
+    user: str | None
+    role: str  # "admin" | "member" | "client"
+    key: dict | None  # the key record for dashboard keys (never the raw key)
+    bucket: str  # the rate-limit bucket: one per key, per env key, per session user
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def whoami(self) -> dict:
+        key = None
+        if self.key:
+            view = public_view(self.key)
+            key = {name: view[name] for name in ("id", "name", "prefix", "created_at", "expires_at")}
+        return {"auth_method": self.auth_method, "user": self.user, "role": self.role, "key": key}
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    status: int
+    message: str
+    outcome: str  # for the log line
+    retry_after: int | None = None
+
+
+def presented_key(req: Request) -> str | None:
+    """The key from ``x-api-key`` or ``Authorization: Bearer``; ``""`` for a present but unusable one."""
+    raw = req.headers.get("x-api-key")
+    if raw is not None and raw.strip():
+        return raw.strip()[: MAX_KEY_HEADER + 1]
+    auth = req.headers.get("Authorization")
+    if auth is not None and auth.strip():
+        scheme, _, token = auth.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()[: MAX_KEY_HEADER + 1]
+        return ""
+    return None
+
+
+def _constant_time_equal(candidate: bytes, secret: bytes) -> bool:
+    return hmac.compare_digest(candidate, secret)
+
+
+def _failure_limit():
+    return parse_limit(services().config.auth_failure_limit)
+
+
+def _failures_exceeded(ip: str) -> int | None:
+    """Seconds until the IP may try again if it has used up its failed attempts, else None."""
+    item = _failure_limit()
+    try:
+        if limiter.limiter.test(item, "authfail", ip):
+            return None
+        reset_at, _ = limiter.limiter.get_window_stats(item, "authfail", ip)
+    except Exception:  # storage down: flask-limiter's own fallback takes over on the next limit check
+        log.warning("rate-limit storage unreachable while checking failed attempts for %s", ip)
+        return None
+    return max(1, int(reset_at - time.time()))
+
+
+def _record_failure(ip: str) -> None:
+    try:
+        limiter.limiter.hit(_failure_limit(), "authfail", ip)
+    except Exception:
+        log.warning("rate-limit storage unreachable while counting a failed attempt from %s", ip)
+
+
+def resolve_principal(req: Request) -> Principal | AuthFailure:
+    """Decide who ``req`` is, in the documented order. Never raises."""
+    svc = services()
+    if current_user.is_authenticated:
+        user = current_user._get_current_object()
+        return Principal("session", user.username, user.role, None, f"user:{user.id}")
+
+    raw = presented_key(req)
+    if raw is None:
+        return AuthFailure(401, "API key required", "missing")
+
+    ip = req.remote_addr or ""
+    if not svc.allowlist.allowed(ip):
+        return AuthFailure(403, "Access denied from this IP address", "ip_denied")
+
+    wait = _failures_exceeded(ip)
+    if wait is not None:
+        return AuthFailure(429, "Rate limit exceeded", "throttled", retry_after=wait)
+
+    store_down = False
+    try:
+        record = svc.keys.lookup(raw)
+    except StoreUnavailable:
+        record, store_down = None, True
+    if record is not None:
+        return _dashboard_principal(record, ip)
+
+    candidate = raw.encode("utf-8", "surrogateescape")
+    match = None
+    for secret, method, bucket in svc.env_keys:  # compare against every key: no early exit to time
+        if _constant_time_equal(candidate, secret) and match is None:
+            match = (method, bucket)
+    if match:
+        method, bucket = match
+        role = "admin" if method == "admin_key" else "client"
+        return Principal(method, None, role, None, bucket)
+
+    if store_down:
+        return AuthFailure(503, "Key store unavailable", "store_unavailable")
+    _record_failure(ip)
+    return AuthFailure(401, "Invalid API key", "invalid")
+
+
+def _dashboard_principal(record: dict, ip: str) -> Principal | AuthFailure:
+    svc = services()
+    if key_status(record) != "active":
+        _record_failure(ip)
+        return AuthFailure(401, "Invalid API key", key_status(record))
+    try:
+        owner = svc.users.get(record["owner"])
+    except StoreUnavailable:
+        return AuthFailure(503, "Key store unavailable", "store_unavailable")
+    if owner is None or owner.disabled:
+        _record_failure(ip)
+        return AuthFailure(401, "Invalid API key", "owner_disabled")
+    try:
+        svc.keys.mark_used(record)
+    except (StoreUnavailable, StoreWriteError) as exc:
+        log.warning("could not record last use of key %s: %s", record["id"], exc)
+    return Principal("dashboard_key", owner.username, owner.role, record, f"key:{record['id']}")
+
+
+def current_principal() -> Principal | None:
+    """The request's principal, resolved once and cached on ``g``; None if authentication failed."""
+    if "auth_result" not in g:
+        g.auth_result = resolve_principal(request)
+        if isinstance(g.auth_result, Principal):
+            g.principal = g.auth_result
+    result = g.auth_result
+    return result if isinstance(result, Principal) else None

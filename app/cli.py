@@ -1,0 +1,151 @@
+"""Flask CLI commands: ``user``, ``key`` and ``workspace``."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from app.keys.store import EXPIRY_CHOICES, KeyRequestError, key_status
+from app.services import services
+from app.sharedfile import StoreUnavailable, StoreWriteError
+from app.users.store import UserError
+
+user_cli = AppGroup("user", help="Manage users.")
+key_cli = AppGroup("key", help="Manage API keys.")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def _read_password(password_stdin: bool, prompt: str = "Password") -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+
+
+def _guard(func):
+    """Turn store and validation errors into one readable line and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapped(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (UserError, KeyRequestError, StoreUnavailable, StoreWriteError) as exc:
+            _fail(str(exc))
+
+    return wrapped
+
+
+@user_cli.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="Make the user an administrator.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@_guard
+def user_create(name: str, admin: bool, password_stdin: bool) -> None:
+    """Create a user (the first one can be the admin instead of using /setup)."""
+    from app import setup
+
+    password = _read_password(password_stdin)
+    user = services().users.create(name, password, "admin" if admin else "member")
+    setup.discard_token(services().config.workspaces_dir)
+    click.echo(f"Created {user.role} {user.username}.")
+
+
+@user_cli.command("list")
+@_guard
+def user_list() -> None:
+    """List users."""
+    for user in services().users.list():
+        state = "disabled" if user.disabled else "active"
+        click.echo(f"{user.username}\t{user.role}\t{state}\t{user.created_at}")
+
+
+@user_cli.command("disable")
+@click.argument("name")
+@_guard
+def user_disable(name: str) -> None:
+    """Disable a user: ends their sessions and revokes their keys."""
+    user = services().users.set_disabled(name, True)
+    revoked = services().keys.revoke_owner(user.username)
+    click.echo(f"Disabled {user.username}; revoked {revoked} key(s).")
+
+
+@user_cli.command("enable")
+@click.argument("name")
+@_guard
+def user_enable(name: str) -> None:
+    """Let a disabled user sign in again (their old keys stay revoked)."""
+    user = services().users.set_disabled(name, False)
+    click.echo(f"Enabled {user.username}.")
+
+
+@user_cli.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@_guard
+def user_passwd(name: str, password_stdin: bool) -> None:
+    """Set a user's password (ends their sessions)."""
+    user = services().users.set_password(name, _read_password(password_stdin, "New password"))
+    click.echo(f"Password of {user.username} changed.")
+
+
+@key_cli.command("create")
+@click.option("--user", "username", required=True, help="Owner of the key.")
+@click.option("--name", required=True, help="What the key is for.")
+@click.option("--expires-in-days", type=click.Choice(["30", "90", "365"]), default=None)
+@_guard
+def key_create(username: str, name: str, expires_in_days: str | None) -> None:
+    """Create a key and print only the key on stdout (it is never shown again)."""
+    user = services().users.get(username)
+    if user is None:
+        _fail(f"No user named {username!r}")
+    if user.disabled:
+        _fail(f"User {username!r} is disabled")
+    days = int(expires_in_days) if expires_in_days else None
+    assert days in EXPIRY_CHOICES
+    new = services().keys.create(user.username, name, days)
+    click.echo(f"Created key {new.record['id']} ({new.record['prefix']}…) for {user.username}.", err=True)
+    click.echo(new.key)
+
+
+@key_cli.command("list")
+@click.option("--user", "username", default=None, help="Only this user's keys.")
+@_guard
+def key_list(username: str | None) -> None:
+    """List keys (never the keys themselves)."""
+    for r in services().keys.list(username):
+        click.echo(
+            "\t".join(
+                [
+                    r["id"],
+                    r["owner"],
+                    r["name"],
+                    r["prefix"] + "…",
+                    key_status(r),
+                    r["created_at"],
+                    r["expires_at"] or "never",
+                ]
+            )
+        )
+
+
+@key_cli.command("revoke")
+@click.argument("key_id")
+@_guard
+def key_revoke(key_id: str) -> None:
+    """Revoke a key by id."""
+    record = services().keys.revoke(key_id)
+    if record is None:
+        _fail(f"No key with id {key_id!r} (see: flask --app wsgi key list)")
+    click.echo(f"Revoked {record['id']} ({record['prefix']}…).")
+
+
+def register_cli(app: Flask) -> None:
+    app.cli.add_command(user_cli)
+    app.cli.add_command(key_cli)

@@ -1,0 +1,234 @@
+"""Askgate's configuration: read from the environment once, validated, frozen."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("askgate")
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A bad environment value; the message names the variable and says what to do."""
+
+
+@dataclass(frozen=True)
+class Config:
+    workspaces_dir: Path
+    secret_key: str
+    admin_api_key: str | None
+    valid_api_keys: tuple[str, ...]
+    allowed_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None
+    api_rate_limit: int
+    auth_failure_limit: str
+    login_rate_limit: str
+    ratelimit_storage_uri: str
+    trusted_proxy_count: int
+    session_cookie_secure: bool
+    max_content_length: int
+    host: str
+    port: int
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
+    llm_timeout: float = 60.0
+
+    def flask_settings(self) -> dict:
+        """The subset Flask and its extensions read from ``app.config``."""
+        return {
+            "SECRET_KEY": self.secret_key,
+            "WORKSPACES_DIR": str(self.workspaces_dir),
+            "MAX_CONTENT_LENGTH": self.max_content_length,
+            "SESSION_COOKIE_HTTPONLY": True,
+            "SESSION_COOKIE_SAMESITE": "Lax",
+            "SESSION_COOKIE_SECURE": self.session_cookie_secure,
+            "REMEMBER_COOKIE_HTTPONLY": True,
+            "REMEMBER_COOKIE_SAMESITE": "Lax",
+            "REMEMBER_COOKIE_SECURE": self.session_cookie_secure,
+            "RATELIMIT_STORAGE_URI": self.ratelimit_storage_uri,
+            "RATELIMIT_STRATEGY": "fixed-window",
+            "RATELIMIT_HEADERS_ENABLED": True,
+            "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+            "RATELIMIT_KEY_PREFIX": "askgate",
+            "WTF_CSRF_TIME_LIMIT": 3600 * 8,
+        }
+
+
+def _get(env: dict, name: str, default: str | None = None) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: dict, name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def parse_allowed_ips(raw: str | None) -> tuple | None:
+    """Parse ``ALLOWED_IPS``: ``*`` (or unset) means everyone, else addresses and CIDR ranges.
+
+    Returns None for "everyone", else a tuple of networks.
+    """
+    if raw is None or raw.strip() in ("", "*"):
+        return None
+    networks = []
+    for entry in raw.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        if entry == "*":
+            return None
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"ALLOWED_IPS entry {entry!r} is not an IP address or CIDR range "
+                "(examples: 203.0.113.7, 10.0.0.0/8, 2001:db8::/32, or * for everyone)"
+            ) from None
+    if not networks:
+        raise ConfigError("ALLOWED_IPS is set but lists no address; use * to allow everyone")
+    return tuple(networks)
+
+
+def _limit_string(env: dict, name: str, default: str) -> str:
+    from limits import parse_many
+
+    raw = _get(env, name, default)
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must look like '20/minute' or '100 per hour', got {raw!r}") from None
+    return raw
+
+
+def _split_keys(raw: str | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+
+def _secret_key(env: dict, workspaces_dir: Path) -> str:
+    """SECRET_KEY from the environment, else one generated once and kept beside the data."""
+    configured = _get(env, "SECRET_KEY")
+    if configured:
+        return configured
+    path = workspaces_dir / ".secret-key"
+    try:
+        workspaces_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"SECRET_KEY is unset and {path} cannot be created ({exc.strerror})") from None
+    else:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+            fh.flush()
+            os.fsync(fh.fileno())
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"SECRET_KEY is unset and {path} cannot be read ({exc.strerror})") from None
+    if not value:
+        raise ConfigError(f"SECRET_KEY is unset and {path} is empty; delete it to generate a new one")
+    return value
+
+
+def load_config(env: dict | None = None) -> Config:
+    """Build the Config from ``env`` (default: ``os.environ``). Raises ConfigError."""
+    env = dict(os.environ if env is None else env)
+    workspaces_dir = Path(_get(env, "WORKSPACES_DIR", "./workspaces")).resolve()
+
+    raw_limit = _get(env, "API_RATE_LIMIT", "100")
+    try:
+        api_rate_limit = int(raw_limit)
+    except ValueError:
+        raise ConfigError(f"API_RATE_LIMIT must be a whole number of requests per hour, got {raw_limit!r}") from None
+    if api_rate_limit < 1:
+        raise ConfigError(f"API_RATE_LIMIT must be at least 1, got {api_rate_limit}")
+
+    admin_key = _get(env, "ADMIN_API_KEY")
+    if admin_key and len(admin_key) < 32:
+        log.warning(
+            "ADMIN_API_KEY is only %d characters; use at least 32 random characters "
+            '(python -c "import secrets; print(secrets.token_urlsafe(32))")',
+            len(admin_key),
+        )
+
+    llm_timeout_raw = _get(env, "LLM_TIMEOUT", "60")
+    try:
+        llm_timeout = float(llm_timeout_raw)
+    except ValueError:
+        raise ConfigError(f"LLM_TIMEOUT must be a number of seconds, got {llm_timeout_raw!r}") from None
+    if llm_timeout <= 0:
+        raise ConfigError(f"LLM_TIMEOUT must be positive, got {llm_timeout_raw!r}")
+
+    storage = _get(env, "RATELIMIT_STORAGE_URI", "memory://")
+    if "://" not in storage:
+        raise ConfigError(
+            f"RATELIMIT_STORAGE_URI must be a URI such as memory:// or redis://localhost:6379/0, got {storage!r}"
+        )
+
+    auth_failure_limit = _limit_string(env, "AUTH_FAILURE_LIMIT", "20/minute")
+    login_rate_limit = _limit_string(env, "LOGIN_RATE_LIMIT", "10/minute")
+
+    return Config(
+        workspaces_dir=workspaces_dir,
+        secret_key=_secret_key(env, workspaces_dir),
+        admin_api_key=admin_key,
+        valid_api_keys=_split_keys(env.get("VALID_API_KEYS")),
+        allowed_ips=parse_allowed_ips(env.get("ALLOWED_IPS")),
+        api_rate_limit=api_rate_limit,
+        auth_failure_limit=auth_failure_limit,
+        login_rate_limit=login_rate_limit,
+        ratelimit_storage_uri=storage,
+        trusted_proxy_count=_int(env, "TRUSTED_PROXY_COUNT", 0),
+        session_cookie_secure=_bool(env, "SESSION_COOKIE_SECURE", False),
+        max_content_length=_int(env, "MAX_CONTENT_LENGTH", 50 * 1024 * 1024, minimum=1024),
+        host=_get(env, "HOST", "127.0.0.1"),
+        port=_int(env, "PORT", 8000, minimum=1),
+        llm_base_url=_get(env, "LLM_BASE_URL"),
+        llm_model=_get(env, "LLM_MODEL"),
+        llm_api_key=_get(env, "LLM_API_KEY"),
+        llm_timeout=llm_timeout,
+    )
+
+
+def load_dotenv_files(directory: Path | None = None) -> None:
+    """Load ``.env.local`` then ``.env`` when present; the real environment always wins."""
+    from dotenv import load_dotenv
+
+    base = directory or Path.cwd()
+    for name in (".env.local", ".env"):
+        path = base / name
+        if path.is_file():
+            load_dotenv(path, override=False)

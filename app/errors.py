@@ -1,0 +1,89 @@
+"""Error pages and JSON errors: no input ever produces a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, render_template, request
+from flask_limiter.errors import RateLimitExceeded
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from app.api.errors import MESSAGES, json_error
+from app.sharedfile import StoreUnavailable, StoreWriteError
+
+log = logging.getLogger("askgate")
+
+PAGE_MESSAGES = {
+    400: "The request could not be understood.",
+    404: "There is no page at this address.",
+    405: "This page does not accept that kind of request.",
+    413: "What you sent is larger than this server accepts.",
+    429: "Too many attempts. Wait a minute, then try again.",
+    500: "Something went wrong on our side. The error has been logged.",
+    503: "The data store is unavailable right now. An administrator has been told in the server log.",
+}
+
+
+def _wants_json() -> bool:
+    return request.path == "/api" or request.path.startswith("/api/")
+
+
+def _api_message(exc: HTTPException) -> str:
+    if isinstance(exc, RateLimitExceeded):
+        return "Rate limit exceeded"
+    if isinstance(exc, CSRFError):
+        return "CSRF token missing or invalid: send the page's csrf-token in the X-CSRFToken header"
+    if exc.code == 413:
+        limit = request.max_content_length
+        return f"Request body too large (limit {limit} bytes)" if limit else MESSAGES[413]
+    return MESSAGES.get(exc.code or 500, exc.name)
+
+
+def _page(status: int, message: str, title: str | None = None):
+    return render_template("error.html", status=status, title=title, message=message), status
+
+
+def handle_http_error(exc: HTTPException):
+    code = exc.code or 500
+    if _wants_json():
+        response = json_error(code, _api_message(exc))
+        if code == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+    if isinstance(exc, CSRFError):
+        return _page(
+            400,
+            "This form has expired or was opened in another session. Go back, reload the page and try again.",
+            "Form expired",
+        )
+    return _page(code, PAGE_MESSAGES.get(code, exc.description or exc.name), exc.name)
+
+
+def handle_store_unavailable(exc: StoreUnavailable):
+    log.error("store unavailable: %s", exc)
+    if _wants_json():
+        return json_error(503, "Key store unavailable")
+    return _page(503, PAGE_MESSAGES[503], "Store unavailable")
+
+
+def handle_store_write_error(exc: StoreWriteError):
+    log.error("store write failed: %s", exc)
+    status = 507 if exc.disk_full else 503
+    if _wants_json():
+        return json_error(status, str(exc))
+    return _page(status, str(exc), "Could not save")
+
+
+def handle_unexpected(exc: Exception):
+    if isinstance(exc, HTTPException):
+        return handle_http_error(exc)
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return handle_http_error(InternalServerError())
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(StoreUnavailable, handle_store_unavailable)
+    app.register_error_handler(StoreWriteError, handle_store_write_error)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,51 @@
+"""The app's long-lived objects (config, stores, allowlist), kept in ``app.extensions``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from app.ask.llm import LLMSettings
+from app.auth.ipallow import IPAllowlist
+from app.config import Config
+from app.keys.store import KeyStore
+from app.users.store import UserStore
+
+EXTENSION_NAME = "askgate"
+
+
+@dataclass(frozen=True)
+class Services:
+    config: Config
+    keys: KeyStore
+    users: UserStore
+    allowlist: IPAllowlist
+    env_keys: tuple[tuple[bytes, str, str], ...]  # (key bytes, auth method, rate-limit bucket)
+    llm: LLMSettings
+
+
+def init_services(app: Flask, config: Config) -> Services:
+    import hashlib
+
+    env_keys: list[tuple[bytes, str, str]] = []
+    if config.admin_api_key:
+        env_keys.append((config.admin_api_key.encode(), "admin_key", "env:admin"))
+    for key in config.valid_api_keys:
+        # The bucket names the key by a digest fragment so limiter storage never holds the key itself.
+        bucket = "env:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        env_keys.append((key.encode(), "client_key", bucket))
+    svc = Services(
+        config=config,
+        keys=KeyStore(config.workspaces_dir),
+        users=UserStore(config.workspaces_dir),
+        allowlist=IPAllowlist(config.allowed_ips),
+        env_keys=tuple(env_keys),
+        llm=LLMSettings(config.llm_base_url, config.llm_model, config.llm_api_key, config.llm_timeout),
+    )
+    app.extensions[EXTENSION_NAME] = svc
+    return svc
+
+
+def services() -> Services:
+    return current_app.extensions[EXTENSION_NAME]

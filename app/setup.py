@@ -1,0 +1,79 @@
+"""First start: a one-time setup token, so only whoever can read the server log claims a fresh instance."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask
+
+from app.sharedfile import StoreUnavailable
+from app.users.store import UserStore
+
+log = logging.getLogger("askgate")
+
+TOKEN_FILE = ".setup-token"  # noqa: S105  (a file name)
+
+
+def token_path(workspaces_dir: Path) -> Path:
+    return Path(workspaces_dir) / TOKEN_FILE
+
+
+def ensure_token(workspaces_dir: Path) -> str | None:
+    """The setup token while there are no users (created once, mode 0600), else None."""
+    try:
+        if UserStore(workspaces_dir).count():
+            return None
+    except StoreUnavailable:
+        return None
+    path = token_path(workspaces_dir)
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    return read_token(workspaces_dir)
+
+
+def read_token(workspaces_dir: Path) -> str | None:
+    try:
+        return token_path(workspaces_dir).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def token_matches(workspaces_dir: Path, candidate: str | None) -> bool:
+    token = read_token(workspaces_dir)
+    if not token or not candidate:
+        return False
+    return hmac.compare_digest(token.encode(), candidate.encode("utf-8", "surrogateescape"))
+
+
+def discard_token(workspaces_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        token_path(workspaces_dir).unlink()
+
+
+def setup_url(host: str, port: int, token: str) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104  (only displayed)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/setup?token={token}"
+
+
+def announce(workspaces_dir: Path, host: str, port: int) -> None:
+    """Log the setup URL when the instance has no users yet."""
+    token = ensure_token(workspaces_dir)
+    if token:
+        log.warning(
+            "No users yet. Create the first admin at %s (the token is also in %s)",
+            setup_url(host, port, token),
+            token_path(workspaces_dir),
+        )
+
+
+def ensure_setup_token(app: Flask) -> None:
+    ensure_token(Path(app.config["WORKSPACES_DIR"]))

@@ -1,0 +1,199 @@
+"""A JSON file that several processes share: exclusive lock, atomic replace, reload on change.
+
+Both stores (keys and users) keep their data in one of these. Readers never lock: they see either the old
+or the new file, because writers replace it with ``os.replace``. Writers serialise on a separate lock file
+so a read-modify-write from one process never loses another's change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("askgate.store")
+
+FILE_MODE = 0o600
+
+
+class StoreUnavailable(Exception):
+    """The file cannot be read or parsed; callers fail closed and never overwrite it."""
+
+
+class StoreWriteError(Exception):
+    """A change could not be written (disk full, read-only folder); the previous file is intact."""
+
+    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+
+
+class SharedJSONFile:
+    """One JSON document on disk, cached per process and reloaded when the file changes.
+
+    ``validate`` turns parsed JSON into the in-memory form (raising ValueError on a bad document);
+    ``on_load`` sees every freshly loaded document, so owners can rebuild their indexes once per change.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        empty: Callable[[], dict],
+        validate: Callable[[Any], dict],
+        on_load: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.backup_path = self.path.with_name(self.path.name + ".bak")
+        self._empty = empty
+        self._validate = validate
+        self._on_load = on_load
+        self._signature: tuple | None = None
+        self._data: dict | None = None
+        self._error: str | None = None
+        self._mutex = threading.Lock()
+
+    # -- reading -------------------------------------------------------------------------------------
+    def _stat_signature(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+    def _parse(self) -> dict:
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                raw = json.load(fh)
+        except FileNotFoundError:
+            return self._empty()
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreUnavailable(f"{self.path} cannot be read: {exc}") from None
+        try:
+            return self._validate(raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StoreUnavailable(f"{self.path} is not a valid store file: {exc}") from None
+
+    def read(self) -> dict:
+        """The current document, reloaded only if the file changed since the last look (one ``stat``)."""
+        signature = self._stat_signature()
+        if signature == self._signature and (self._data is not None or self._error):
+            if self._error:
+                raise StoreUnavailable(self._error)
+            return self._data
+        with self._mutex:
+            signature = self._stat_signature()
+            if signature != self._signature or (self._data is None and not self._error):
+                try:
+                    data = self._parse()
+                except StoreUnavailable as exc:
+                    if self._error != str(exc):
+                        log.error("store unavailable: %s", exc)
+                    self._signature, self._data, self._error = signature, None, str(exc)
+                    raise
+                self._signature, self._data, self._error = signature, data, None
+                if self._on_load:
+                    self._on_load(data)
+            if self._error:
+                raise StoreUnavailable(self._error)
+            return self._data
+
+    def check(self) -> str | None:
+        """Describe what is wrong with the file on disk, or None when it is fine."""
+        try:
+            self._parse()
+        except StoreUnavailable as exc:
+            return str(exc)
+        return None
+
+    # -- writing -------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError as exc:
+            raise _write_error(self.lock_path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def update(self, change: Callable[[dict], Any]) -> Any:
+        """Read-modify-write under the exclusive lock; ``change`` mutates the document and returns a result.
+
+        If ``change`` raises, nothing is written. A corrupt file raises StoreUnavailable and is left alone.
+        """
+        with self._locked():
+            data = self._parse()  # always fresh from disk under the lock
+            result = change(data)
+            self._write(data)
+            # The file we just wrote is the current one: adopt it without re-parsing.
+            with self._mutex:
+                self._signature, self._data, self._error = self._stat_signature(), data, None
+                if self._on_load:
+                    self._on_load(data)
+            return result
+
+    def replace_all(self, data: dict) -> None:
+        """Write ``data`` as the whole document (restore, migrate), under the lock."""
+        self._validate(json.loads(json.dumps(data)))
+        with self._locked():
+            self._write(data)
+        with self._mutex:
+            self._signature = None
+
+    def _write(self, data: dict) -> None:
+        payload = json.dumps(data, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+        atomic_write(self.path, payload)
+        try:
+            atomic_write(self.backup_path, payload)
+        except StoreWriteError as exc:  # the change itself is saved; a stale backup is only logged
+            log.warning("could not refresh backup %s: %s", self.backup_path, exc)
+
+
+def _write_error(path: Path, exc: OSError) -> StoreWriteError:
+    disk_full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    reason = "the disk is full" if disk_full else (exc.strerror or str(exc))
+    return StoreWriteError(f"Could not save {path.name}: {reason}. Nothing was changed.", disk_full=disk_full)
+
+
+def atomic_write(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` via a temp file in the same folder, fsync and ``os.replace``."""
+    path = Path(path)
+    tmp_name = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, FILE_MODE)
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp_name, path)
+        tmp_name = None
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)

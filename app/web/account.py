@@ -1,0 +1,96 @@
+"""Account Security: generate and revoke API keys, change the password."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user
+
+from app.keys.store import KeyRequestError, public_view
+from app.services import services
+from app.users.store import UserError
+from app.web.forms import ChangePasswordForm, NewKeyForm, RevokeKeyForm
+
+bp = Blueprint("account", __name__, url_prefix="/account")
+
+# Remembers which generate-form was already used, so a resubmitted page cannot mint a second key.
+FORM_NONCE = "key_form_nonce"
+
+
+def _render(new_key: str | None = None, new_record: dict | None = None, **forms):
+    keys = services().keys
+    own = [public_view(r) for r in keys.list(current_user.username)]
+    others = (
+        [public_view(r) for r in keys.list() if r["owner"] != current_user.username] if current_user.is_admin else []
+    )
+    nonce = secrets.token_urlsafe(16)
+    key_form = forms.get("key_form") or NewKeyForm()
+    return render_template(
+        "account_security.html",
+        key_form=key_form,
+        password_form=forms.get("password_form") or ChangePasswordForm(),
+        revoke_form=RevokeKeyForm(),
+        own_keys=own,
+        other_keys=others,
+        nonce=nonce,
+        new_key=new_key,
+        new_record=new_record,
+    )
+
+
+@bp.route("/security", methods=["GET", "POST"])
+@login_required
+def security():
+    form = NewKeyForm()
+    if not form.validate_on_submit():
+        return _render(key_form=form)
+    nonce = request.form.get("nonce", "")
+    if nonce and session.get(FORM_NONCE) == nonce:
+        flash("That key was already created; its value was shown once and cannot be shown again.", "info")
+        return redirect(url_for("account.security"), 303)
+    expiry = None if form.expiry.data == "never" else int(form.expiry.data)
+    try:
+        new = services().keys.create(current_user.username, form.name.data, expiry)
+    except KeyRequestError as exc:
+        form.name.errors.append(str(exc))
+        return _render(key_form=form)
+    session[FORM_NONCE] = nonce
+    return _render(new_key=new.key, new_record=public_view(new.record))
+
+
+@bp.post("/security/revoke")
+@login_required
+def revoke():
+    form = RevokeKeyForm()
+    if not form.validate_on_submit():
+        abort(400)
+    keys = services().keys
+    record = keys.get(form.key_id.data)
+    if record is None or (record["owner"] != current_user.username and not current_user.is_admin):
+        flash("That key does not exist.", "error")
+    else:
+        keys.revoke(record["id"])
+        flash(f"Key “{record['name']}” ({record['prefix']}…) is revoked. Requests with it now get 401.", "success")
+    return redirect(url_for("account.security"), 303)
+
+
+@bp.post("/password")
+@login_required
+def change_password():
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        users = services().users
+        if not users.authenticate(current_user.username, form.current_password.data):
+            form.current_password.errors.append("That is not your current password.")
+        else:
+            try:
+                user = users.set_password(current_user.username, form.new_password.data)
+            except UserError as exc:
+                form.new_password.errors.append(str(exc))
+            else:
+                # The new session version ends every other session; this one continues.
+                login_user(user)
+                flash("Password changed. Your other sessions are signed out.", "success")
+                return redirect(url_for("account.security"), 303)
+    return _render(password_form=form), 400

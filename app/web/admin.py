@@ -1,0 +1,114 @@
+"""User administration: add users, disable and enable them, reset passwords (admins only)."""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+
+from app.services import services
+from app.users.store import UserError
+from app.web.forms import AddUserForm, ResetPasswordForm, UserActionForm
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def admin_required(view):
+    @wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _render(add_form: AddUserForm | None = None, status: int = 200):
+    return (
+        render_template(
+            "admin_users.html",
+            users=services().users.list(),
+            add_form=add_form or AddUserForm(),
+            action_form=UserActionForm(),
+            reset_form=ResetPasswordForm(),
+        ),
+        status,
+    )
+
+
+@bp.get("/users")
+@admin_required
+def users():
+    return _render()
+
+
+@bp.post("/users")
+@admin_required
+def add_user():
+    form = AddUserForm()
+    if form.validate_on_submit():
+        try:
+            user = services().users.create(
+                form.username.data, form.password.data, "admin" if form.admin.data else "member"
+            )
+        except UserError as exc:
+            form.username.errors.append(str(exc))
+        else:
+            flash(f"User {user.username} added. Give them their initial password privately.", "success")
+            return redirect(url_for("admin.users"), 303)
+    return _render(form, 400)
+
+
+@bp.post("/users/disable")
+@admin_required
+def disable_user():
+    form = UserActionForm()
+    if not form.validate_on_submit():
+        abort(400)
+    name = form.username.data
+    if name.lower() == current_user.username.lower():
+        flash("You cannot disable your own account.", "error")
+        return redirect(url_for("admin.users"), 303)
+    try:
+        user = services().users.set_disabled(name, True)
+    except UserError as exc:
+        flash(str(exc), "error")
+    else:
+        revoked = services().keys.revoke_owner(user.username)
+        flash(f"{user.username} is disabled: signed out everywhere, {revoked} key(s) revoked.", "success")
+    return redirect(url_for("admin.users"), 303)
+
+
+@bp.post("/users/enable")
+@admin_required
+def enable_user():
+    form = UserActionForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        user = services().users.set_disabled(form.username.data, False)
+    except UserError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"{user.username} can sign in again. Their old keys stay revoked.", "success")
+    return redirect(url_for("admin.users"), 303)
+
+
+@bp.post("/users/password")
+@admin_required
+def reset_password():
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        try:
+            user = services().users.set_password(form.username.data, form.password.data)
+        except UserError as exc:
+            flash(str(exc), "error")
+        else:
+            flash(f"Password of {user.username} reset; their sessions are signed out.", "success")
+    else:
+        for errors in form.errors.values():
+            for error in errors:
+                flash(f"Password not reset: {error}", "error")
+    return redirect(url_for("admin.users"), 303)

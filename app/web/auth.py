@@ -1,0 +1,122 @@
+"""Sign in, sign out, and the one-time setup of the first admin."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
+from flask_limiter.util import get_remote_address
+from flask_login import current_user, login_user, logout_user
+
+from app import setup
+from app.extensions import limiter, login_manager
+from app.services import services
+from app.sharedfile import StoreUnavailable
+from app.users.store import User, UserError
+from app.web.forms import LoginForm, SetupForm
+
+bp = Blueprint("auth", __name__)
+
+login_manager.login_view = "auth.login"
+login_manager.login_message = "Sign in to see that page."
+login_manager.login_message_category = "info"
+login_manager.session_protection = "basic"
+
+
+@login_manager.user_loader
+def load_user(session_id: str) -> User | None:
+    """Sessions carry ``id:version``; bumping the version (password change, disable) ends them all."""
+    user_id, _, version = session_id.partition(":")
+    try:
+        user = services().users.get_by_id(user_id)
+    except StoreUnavailable:
+        return None
+    if user is None or user.disabled or str(user.session_version) != version:
+        return None
+    return user
+
+
+def safe_next(target: str | None) -> str | None:
+    """``next`` only ever leads to a path on this site."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or any(ord(c) < 32 for c in target):
+        return None
+    return target
+
+
+def start_session(user: User) -> None:
+    # A new session at sign-in: nothing from a cookie set before it (a fixed session) survives.
+    session.clear()
+    login_user(user)
+    session.permanent = False
+
+
+def _failed_login(_response) -> bool:
+    return bool(g.get("login_failed"))
+
+
+def _login_limit() -> str:
+    return services().config.login_rate_limit
+
+
+def _login_username() -> str:
+    return "user:" + (request.form.get("username") or "").strip().lower()[:64]
+
+
+@bp.route("/")
+def index():
+    return redirect(url_for("dashboard.home" if current_user.is_authenticated else "auth.login"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"], key_func=get_remote_address, deduct_when=_failed_login)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_login_username, deduct_when=_failed_login)
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("dashboard.home"))
+    users = services().users
+    if users.count() == 0:
+        return render_template("setup_needed.html", token_file=setup.token_path(services().config.workspaces_dir))
+    form = LoginForm(next=request.args.get("next", ""))
+    if form.validate_on_submit():
+        user = users.authenticate(form.username.data, form.password.data)
+        if user:
+            start_session(user)
+            return redirect(safe_next(form.next.data) or url_for("dashboard.home"))
+        g.login_failed = True
+        flash("Wrong username or password, or the account is disabled.", "error")
+    elif request.method == "POST":
+        g.login_failed = True
+    return render_template("login.html", form=form)
+
+
+@bp.post("/logout")
+def logout():
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+def first_admin():
+    workspaces_dir = services().config.workspaces_dir
+    if services().users.count() > 0:
+        abort(404)  # setup is over: the page no longer exists
+    token = request.values.get("token") or ""
+    if not setup.token_matches(workspaces_dir, token):
+        return render_template("setup_needed.html", token_file=setup.token_path(workspaces_dir), bad_token=True), 403
+    form = SetupForm(token=token)
+    if form.validate_on_submit():
+        try:
+            user = services().users.create(form.username.data, form.password.data, "admin", only_if_empty=True)
+        except UserError as exc:
+            flash(str(exc), "error")
+        else:
+            setup.discard_token(workspaces_dir)
+            start_session(user)
+            flash(f"Welcome, {user.username}. You are the first admin of this Askgate.", "success")
+            return redirect(url_for("dashboard.home"))
+    return render_template("setup.html", form=form)

@@ -1,0 +1,25 @@
+"""The dashboard: where a signed-in user starts."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+from flask_login import current_user, login_required
+
+from app.keys.store import public_view
+from app.services import services
+
+bp = Blueprint("dashboard", __name__)
+
+
+@bp.get("/dashboard")
+@login_required
+def home():
+    from app.ask.workspaces import list_workspaces
+
+    keys = [public_view(r) for r in services().keys.list(current_user.username)]
+    return render_template(
+        "dashboard.html",
+        keys=keys,
+        active_keys=sum(1 for k in keys if k["status"] == "active"),
+        workspaces=list_workspaces(services().config.workspaces_dir),
+    )
