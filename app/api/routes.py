@@ -6,13 +6,15 @@ from flask import Blueprint, g, jsonify, request
 
 from app.api.errors import APIError, json_error
 from app.ask.errors import AskError, WorkspaceNotFound
-from app.ask.workspaces import is_valid_workspace_id
+from app.ask.engine import ask as ask_engine
+from app.ask.workspaces import is_valid_workspace_id, list_workspaces
 from app.auth.hook import protect_api
 from app.extensions import limiter
 from app.keys.store import KeyRequestError, public_view
 from app.services import services
 from app.sharedfile import StoreUnavailable, StoreWriteError
 from app.users.store import UserError
+from app.web.ask import render_result
 
 QUESTION_MAX = 2000
 
@@ -70,8 +72,6 @@ def ask():
             "workspaceId must be 1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
     top_k = body.get("top_k", 5)
-    from app.ask.engine import ask as ask_engine
-
     try:
         result = ask_engine(
             services().config.workspaces_dir,
@@ -84,13 +84,13 @@ def ask():
         raise APIError(404, "Workspace not found") from None
     except AskError as exc:
         raise APIError(400, str(exc)) from None
+    if g.principal.auth_method == "session" and request.accept_mimetypes.best == "text/html":
+        return render_result(result)  # the dashboard's Ask page: same hook, answer rendered server-side
     return jsonify(result)
 
 
 @bp.get("/workspaces")
 def workspaces():
-    from app.ask.workspaces import list_workspaces
-
     return jsonify(workspaces=list_workspaces(services().config.workspaces_dir))
 
 

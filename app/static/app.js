@@ -29,3 +29,47 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
 });
+
+// The Ask page posts to /api/ask with the session cookie and the page's CSRF token, and asks for the
+// server-rendered HTML fragment (sources highlighted by Pygments). Errors come back as JSON.
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("ask-form");
+  if (!form) return;
+  const result = document.getElementById("ask-result");
+  const status = form.querySelector(".ask-status");
+  const button = form.querySelector("button[type=submit]");
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const question = form.elements.question.value.trim();
+    if (!question) {
+      status.textContent = "Type a question first.";
+      form.elements.question.focus();
+      return;
+    }
+    button.disabled = true;
+    status.textContent = "Searching the code…";
+    try {
+      const response = await fetch(form.dataset.endpoint, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "Accept": "text/html", "X-CSRFToken": csrf },
+        body: JSON.stringify({ workspaceId: form.elements.workspaceId.value, question }),
+      });
+      if (response.ok) {
+        result.innerHTML = await response.text();
+        status.textContent = "";
+      } else {
+        let message = `The server answered ${response.status}.`;
+        try { message = (await response.json()).error || message; } catch (err) { /* not JSON */ }
+        if (response.status === 400 && message.startsWith("CSRF")) message = "This page has expired. Reload it and ask again.";
+        status.textContent = message;
+      }
+    } catch (err) {
+      status.textContent = "Could not reach the server. Check your connection and try again.";
+    } finally {
+      button.disabled = false;
+    }
+  });
+});

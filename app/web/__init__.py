@@ -4,7 +4,7 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from app.web import account, admin, auth, dashboard
+    from app.web import account, admin, ask, auth, dashboard
 
-    for module in (auth, dashboard, account, admin):
+    for module in (auth, dashboard, ask, account, admin):
         app.register_blueprint(module.bp)
