@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 
 from app.api.errors import APIError, json_error
-from app.ask.errors import AskError, WorkspaceNotFound
 from app.ask.engine import ask as ask_engine
+from app.ask.errors import AskError, WorkspaceNotFound
 from app.ask.workspaces import is_valid_workspace_id, list_workspaces
 from app.auth.hook import protect_api
 from app.extensions import limiter
