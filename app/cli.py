@@ -9,6 +9,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
+from app.ask.errors import AskError
 from app.keys.store import EXPIRY_CHOICES, KeyRequestError, key_status
 from app.services import services
 from app.sharedfile import StoreUnavailable, StoreWriteError
@@ -16,6 +17,7 @@ from app.users.store import UserError
 
 user_cli = AppGroup("user", help="Manage users.")
 key_cli = AppGroup("key", help="Manage API keys.")
+workspace_cli = AppGroup("workspace", help="Manage workspaces of code.")
 
 
 def _fail(message: str) -> None:
@@ -36,7 +38,7 @@ def _guard(func):
     def wrapped(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (UserError, KeyRequestError, StoreUnavailable, StoreWriteError) as exc:
+        except (UserError, KeyRequestError, StoreUnavailable, StoreWriteError, AskError) as exc:
             _fail(str(exc))
 
     return wrapped
@@ -146,6 +148,64 @@ def key_revoke(key_id: str) -> None:
     click.echo(f"Revoked {record['id']} ({record['prefix']}…).")
 
 
+@workspace_cli.command("import")
+@click.argument("workspace_id")
+@click.argument("path", type=click.Path(exists=True, dir_okay=True, file_okay=True))
+@click.option("--replace", is_flag=True, help="Replace an existing workspace of that id.")
+@_guard
+def workspace_import(workspace_id: str, path: str, replace: bool) -> None:
+    """Create workspace WORKSPACE_ID from a folder, a .zip or a .tar.gz."""
+    from pathlib import Path
+
+    from app.ask.importer import import_workspace
+
+    result = import_workspace(services().config.workspaces_dir, workspace_id, Path(path), replace=replace)
+    click.echo(f"Imported {result['file_count']} files ({result['size_bytes']} bytes) into workspace {result['id']}.")
+    click.echo(f"Build its index now with: flask --app wsgi workspace index {result['id']}")
+
+
+@workspace_cli.command("index")
+@click.argument("workspace_id")
+@_guard
+def workspace_index(workspace_id: str) -> None:
+    """Build or refresh the search index of a workspace, with a progress bar."""
+    from app.ask.index import update_index
+
+    with click.progressbar(length=0, label=f"Indexing {workspace_id}", show_pos=True) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+        stats = update_index(services().config.workspaces_dir, workspace_id, progress)
+    click.echo(
+        f"{stats.files_seen} files, {stats.files_read} read, {stats.files_removed} removed, {stats.chunks} chunks."
+    )
+
+
+@workspace_cli.command("list")
+@_guard
+def workspace_list() -> None:
+    """List workspaces."""
+    from app.ask.workspaces import list_workspaces
+
+    for ws in list_workspaces(services().config.workspaces_dir):
+        click.echo(f"{ws['id']}\t{ws['file_count']} files\t{ws['size_bytes']} bytes\t{ws['last_indexed'] or 'never'}")
+
+
+@workspace_cli.command("delete")
+@click.argument("workspace_id")
+@click.confirmation_option(prompt="Delete the workspace folder and its index?")
+@_guard
+def workspace_delete(workspace_id: str) -> None:
+    """Delete a workspace and its index."""
+    from app.ask.workspaces import delete_workspace
+
+    delete_workspace(services().config.workspaces_dir, workspace_id)
+    click.echo(f"Deleted workspace {workspace_id}.")
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(user_cli)
     app.cli.add_command(key_cli)
+    app.cli.add_command(workspace_cli)

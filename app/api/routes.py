@@ -7,6 +7,7 @@ from flask import Blueprint, g, jsonify, request
 from app.api.errors import APIError, json_error
 from app.ask.engine import ask as ask_engine
 from app.ask.errors import AskError, WorkspaceNotFound
+from app.ask.workspaces import delete_workspace as remove_workspace
 from app.ask.workspaces import is_valid_workspace_id, list_workspaces
 from app.auth.hook import protect_api
 from app.extensions import limiter
@@ -92,6 +93,18 @@ def ask():
 @bp.get("/workspaces")
 def workspaces():
     return jsonify(workspaces=list_workspaces(services().config.workspaces_dir))
+
+
+@bp.delete("/workspaces/<workspace_id>")
+def delete_workspace(workspace_id: str):
+    """Admins only (session admin or the admin key): removes the folder and its index."""
+    if not g.principal.is_admin or g.principal.auth_method not in ("session", "admin_key"):
+        raise APIError(403, "Deleting a workspace needs an admin session or the admin key")
+    try:
+        remove_workspace(services().config.workspaces_dir, workspace_id)
+    except WorkspaceNotFound:
+        raise APIError(404, "Workspace not found") from None
+    return "", 204
 
 
 # -- key management -------------------------------------------------------------------------------------

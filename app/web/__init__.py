@@ -4,7 +4,7 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from app.web import account, admin, ask, auth, dashboard
+    from app.web import account, admin, ask, auth, dashboard, workspaces
 
-    for module in (auth, dashboard, ask, account, admin):
+    for module in (auth, dashboard, ask, workspaces, account, admin):
         app.register_blueprint(module.bp)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 from flask_login import current_user, login_required
 
+from app.ask.workspaces import list_workspaces
 from app.keys.store import public_view
 from app.services import services
+from app.web.forms import DeleteWorkspaceForm, UploadWorkspaceForm
 
 bp = Blueprint("dashboard", __name__)
 
@@ -14,12 +16,12 @@ bp = Blueprint("dashboard", __name__)
 @bp.get("/dashboard")
 @login_required
 def home():
-    from app.ask.workspaces import list_workspaces
-
     keys = [public_view(r) for r in services().keys.list(current_user.username)]
     return render_template(
         "dashboard.html",
         keys=keys,
         active_keys=sum(1 for k in keys if k["status"] == "active"),
         workspaces=list_workspaces(services().config.workspaces_dir),
+        upload_form=UploadWorkspaceForm(),
+        delete_form=DeleteWorkspaceForm(),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
 from wtforms import BooleanField, HiddenField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
@@ -56,3 +57,13 @@ class UserActionForm(FlaskForm):
 class ResetPasswordForm(FlaskForm):
     username = HiddenField(validators=[DataRequired()])
     password = PasswordField("New password", validators=[DataRequired(), Length(min=PASSWORD_MIN, max=PASSWORD_MAX)])
+
+
+class UploadWorkspaceForm(FlaskForm):
+    workspace_id = StringField("Workspace id", validators=[DataRequired(), Length(max=64)])
+    archive = FileField("Archive (.zip or .tar.gz)", validators=[FileRequired("Choose a .zip or .tar.gz file")])
+    replace = BooleanField("Replace it if it exists (admins only)")
+
+
+class DeleteWorkspaceForm(FlaskForm):
+    workspace_id = HiddenField(validators=[DataRequired()])
