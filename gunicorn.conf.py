@@ -38,9 +38,13 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
+# gunicorn's control socket defaults to one path per user, which two instances on a box would share.
+control_socket_disable = True
 
 
 def when_ready(server):
-    from app.setup import announce
+    from app.setup import setup_message
 
-    announce(_config.workspaces_dir, _config.host, _config.port)
+    message = setup_message(_config.workspaces_dir, _config.host, _config.port)
+    if message:
+        server.log.warning(message)

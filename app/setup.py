@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import logging
 import os
 import secrets
 from pathlib import Path
@@ -13,8 +12,6 @@ from flask import Flask
 
 from app.sharedfile import StoreUnavailable
 from app.users.store import UserStore
-
-log = logging.getLogger("askgate")
 
 TOKEN_FILE = ".setup-token"  # noqa: S105  (a file name)
 
@@ -64,15 +61,15 @@ def setup_url(host: str, port: int, token: str) -> str:
     return f"http://{shown}:{port}/setup?token={token}"
 
 
-def announce(workspaces_dir: Path, host: str, port: int) -> None:
-    """Log the setup URL when the instance has no users yet."""
+def setup_message(workspaces_dir: Path, host: str, port: int) -> str | None:
+    """The line to log at start-up while the instance has no users yet."""
     token = ensure_token(workspaces_dir)
-    if token:
-        log.warning(
-            "No users yet. Create the first admin at %s (the token is also in %s)",
-            setup_url(host, port, token),
-            token_path(workspaces_dir),
-        )
+    if not token:
+        return None
+    return (
+        f"No users yet. Create the first admin at {setup_url(host, port, token)} "
+        f"(the token is also in {token_path(workspaces_dir)})"
+    )
 
 
 def ensure_setup_token(app: Flask) -> None:
