@@ -58,6 +58,13 @@ class Config:
             "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
             "RATELIMIT_KEY_PREFIX": "askgate",
             "WTF_CSRF_TIME_LIMIT": 3600 * 8,
+            # A dead Redis must cost a request milliseconds, not seconds: flask-limiter then falls back
+            # to per-process memory limits and logs it once, and checks back with a growing interval.
+            "RATELIMIT_STORAGE_OPTIONS": (
+                {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
+                if self.ratelimit_storage_uri.startswith(("redis://", "rediss://"))
+                else {}
+            ),
         }
 
 

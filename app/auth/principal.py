@@ -80,8 +80,8 @@ def _failures_exceeded(ip: str) -> int | None:
         if limiter.limiter.test(item, "authfail", ip):
             return None
         reset_at, _ = limiter.limiter.get_window_stats(item, "authfail", ip)
-    except Exception:  # storage down: flask-limiter's own fallback takes over on the next limit check
-        log.warning("rate-limit storage unreachable while checking failed attempts for %s", ip)
+    except Exception:  # storage down: flask-limiter logs it once and switches to its in-memory fallback
+        log.debug("rate-limit storage unreachable while checking failed attempts for %s", ip)
         return None
     return max(1, int(reset_at - time.time()))
 
@@ -90,7 +90,7 @@ def _record_failure(ip: str) -> None:
     try:
         limiter.limiter.hit(_failure_limit(), "authfail", ip)
     except Exception:
-        log.warning("rate-limit storage unreachable while counting a failed attempt from %s", ip)
+        log.debug("rate-limit storage unreachable while counting a failed attempt from %s", ip)
 
 
 def resolve_principal(req: Request) -> Principal | AuthFailure:
