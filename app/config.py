@@ -108,12 +108,14 @@ def parse_allowed_ips(raw: str | None) -> tuple | None:
     if raw is None or raw.strip() in ("", "*"):
         return None
     networks = []
+    everyone = False
     for entry in raw.split(","):
         entry = entry.strip()
         if not entry:
             continue
         if entry == "*":
-            return None
+            everyone = True  # still check the other entries: a typo must not pass silently
+            continue
         try:
             networks.append(ipaddress.ip_network(entry, strict=False))
         except ValueError:
@@ -121,6 +123,8 @@ def parse_allowed_ips(raw: str | None) -> tuple | None:
                 f"ALLOWED_IPS entry {entry!r} is not an IP address or CIDR range "
                 "(examples: 203.0.113.7, 10.0.0.0/8, 2001:db8::/32, or * for everyone)"
             ) from None
+    if everyone:
+        return None
     if not networks:
         raise ConfigError("ALLOWED_IPS is set but lists no address; use * to allow everyone")
     return tuple(networks)

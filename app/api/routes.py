@@ -187,3 +187,6 @@ def delete_key(key_id: str):
 @bp.errorhandler(UserError)
 def _user_error(exc: UserError):
     return json_error(400, str(exc))
+
+
+from app.api import openapi  # noqa: E402,F401  (registers /api/openapi.json)

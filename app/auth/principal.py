@@ -19,6 +19,7 @@ from app.sharedfile import StoreUnavailable, StoreWriteError
 log = logging.getLogger("askgate.auth")
 
 MAX_KEY_HEADER = 512
+HTTP_WHITESPACE = " \t"
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,20 @@ class AuthFailure:
 
 
 def presented_key(req: Request) -> str | None:
-    """The key from ``x-api-key`` or ``Authorization: Bearer``; ``""`` for a present but unusable one."""
+    """The key from ``x-api-key`` or ``Authorization: Bearer``; ``""`` for a present but unusable one.
+
+    Only HTTP's own whitespace (space, tab) is trimmed: Python's ``strip()`` would also eat non-ASCII
+    spaces, letting a key wrapped in them match.
+    """
     raw = req.headers.get("x-api-key")
-    if raw is not None and raw.strip():
-        return raw.strip()[: MAX_KEY_HEADER + 1]
+    if raw is not None and raw.strip(HTTP_WHITESPACE):
+        return raw.strip(HTTP_WHITESPACE)[: MAX_KEY_HEADER + 1]
     auth = req.headers.get("Authorization")
-    if auth is not None and auth.strip():
-        scheme, _, token = auth.strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()[: MAX_KEY_HEADER + 1]
+    if auth is not None and auth.strip(HTTP_WHITESPACE):
+        scheme, _, token = auth.strip(HTTP_WHITESPACE).partition(" ")
+        token = token.strip(" ")
+        if scheme.lower() == "bearer" and token:
+            return token[: MAX_KEY_HEADER + 1]
         return ""
     return None
 

@@ -1,0 +1,382 @@
+"""The OpenAPI 3.1 document of the JSON API, served at ``GET /api/openapi.json``.
+
+It is written by hand next to the views it describes; ``tests/test_openapi.py`` checks that every
+``/api`` rule is in it and runs schemathesis against a live server so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from flask import jsonify
+
+from app.api.errors import MESSAGES
+from app.api.routes import QUESTION_MAX, bp
+from app.ask.engine import MAX_TOP_K, MIN_TOP_K
+from app.ask.workspaces import WORKSPACE_ID_RE
+from app.extensions import limiter
+from app.keys.store import EXPIRY_CHOICES, NAME_MAX
+
+OPENAPI_VERSION = "3.1.0"
+API_VERSION = "0.1.0"
+
+JSON = "application/json"
+TIMESTAMP = {"type": "string", "format": "date-time", "description": "ISO 8601 UTC, e.g. 2025-01-31T12:00:00Z"}
+NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _ref(kind: str, name: str) -> dict:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _json_body(schema: dict, description: str, headers: dict | None = None) -> dict:
+    response = {"description": description, "content": {JSON: {"schema": schema}}}
+    if headers:
+        response["headers"] = dict(headers)  # a copy: callers add to it
+    return response
+
+
+def _object(properties: dict, required: tuple[str, ...] | None = None, **extra) -> dict:
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties if required is None else required),
+    }
+    schema.update(extra)
+    return schema
+
+
+# -- schemas ----------------------------------------------------------------------------------------------
+KEY_SUMMARY = {
+    "id": {"type": "string", "examples": ["key_0123456789abcdef"]},
+    "name": {"type": "string"},
+    "prefix": {"type": "string", "description": "The first characters of the key: enough to recognise it."},
+    "created_at": TIMESTAMP,
+    "expires_at": NULLABLE_TIMESTAMP,
+}
+SCHEMAS = {
+    "Error": _object(
+        {"error": {"type": "string", "description": "What went wrong, fit to show a person."}},
+        description="The one shape of every /api error.",
+    ),
+    "Health": _object({"status": {"type": "string", "const": "ok"}}),
+    "KeySummary": _object(KEY_SUMMARY),
+    "Whoami": _object(
+        {
+            "auth_method": {"type": "string", "enum": ["session", "dashboard_key", "admin_key", "client_key"]},
+            "user": {"type": ["string", "null"], "description": "null for the admin and client keys"},
+            "role": {"type": "string", "enum": ["admin", "member", "client"]},
+            "key": {
+                "description": "The dashboard key used, else null.",
+                "oneOf": [_ref("schemas", "KeySummary"), {"type": "null"}],
+            },
+        }
+    ),
+    "AskRequest": _object(
+        {
+            "workspaceId": {"type": "string", "pattern": WORKSPACE_ID_RE.pattern},
+            "question": {"type": "string", "minLength": 1, "maxLength": QUESTION_MAX},
+            "top_k": {"type": "integer", "minimum": MIN_TOP_K, "maximum": MAX_TOP_K, "default": 5},
+        },
+        required=("workspaceId", "question"),
+        examples=[{"workspaceId": "demo", "question": "Where is the session cookie set?"}],
+    ),
+    "Source": _object(
+        {
+            "path": {"type": "string", "description": "Relative to the workspace, with / separators."},
+            "start_line": {"type": "integer", "minimum": 1},
+            "end_line": {"type": "integer", "minimum": 1},
+            "symbol": {"type": ["string", "null"], "description": "The function or class, when known."},
+            "snippet": {"type": "string"},
+            "score": {"type": "number"},
+        }
+    ),
+    "AskResult": _object(
+        {
+            "workspaceId": {"type": "string"},
+            "question": {"type": "string", "description": "The question as answered (surrounding space removed)."},
+            "answer": {"type": "string"},
+            "sources": {"type": "array", "items": _ref("schemas", "Source")},
+            "engine": {"type": "string", "enum": ["extractive", "llm"]},
+        }
+    ),
+    "Workspace": _object(
+        {
+            "id": {"type": "string", "pattern": WORKSPACE_ID_RE.pattern},
+            "file_count": {"type": "integer", "minimum": 0},
+            "size_bytes": {"type": "integer", "minimum": 0},
+            "last_indexed": NULLABLE_TIMESTAMP,
+        }
+    ),
+    "WorkspaceList": _object({"workspaces": {"type": "array", "items": _ref("schemas", "Workspace")}}),
+    "Key": _object(
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "owner": {"type": "string"},
+            "prefix": {"type": "string"},
+            "created_at": TIMESTAMP,
+            "expires_at": NULLABLE_TIMESTAMP,
+            "revoked_at": NULLABLE_TIMESTAMP,
+            "last_used_at": NULLABLE_TIMESTAMP,
+            "status": {"type": "string", "enum": ["active", "expired", "revoked"]},
+        },
+        description="A key as listings show it: never the key itself, never its digest.",
+    ),
+    "KeyList": _object({"keys": {"type": "array", "items": _ref("schemas", "Key")}}),
+    "NewKeyRequest": _object(
+        {
+            "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX},
+            "expires_in_days": {
+                "enum": list(EXPIRY_CHOICES),
+                "default": None,
+                "description": "Days until the key expires; null (or absent) for never.",
+            },
+            "user": {
+                "type": ["string", "null"],
+                "description": "Admins only: whose key this is. Required with the admin key, which belongs to no user.",
+            },
+        },
+        required=("name",),
+        examples=[{"name": "ci-pipeline", "expires_in_days": 90}],
+    ),
+    "NewKey": _object(
+        {
+            **KEY_SUMMARY,
+            "key": {
+                "type": "string",
+                "pattern": "^agk_[0-9A-Za-z]{40,}$",
+                "description": "The full key. Shown in this response only: store it now.",
+            },
+        },
+    ),
+    "KeyUpdate": _object(
+        {"active": {"type": "boolean", "description": "false revokes the key; true is accepted for an active key."}},
+        additionalProperties=False,
+        examples=[{"active": False}],
+    ),
+}
+
+# -- responses --------------------------------------------------------------------------------------------
+_ERROR_WHEN = {
+    400: "Bad input: not a JSON object, a missing or invalid field, or (session callers) a missing CSRF token.",
+    401: "No credentials (`API key required`) or wrong, expired or revoked ones (`Invalid API key`).",
+    403: "A key request from an address outside ALLOWED_IPS, or a caller not allowed to do this.",
+    404: "No such resource, or one that belongs to another user.",
+    405: "The path exists but not for this method; `Allow` lists the methods it takes.",
+    413: "The request body is larger than MAX_CONTENT_LENGTH.",
+    429: "Over API_RATE_LIMIT for this client, or too many failed attempts from this address.",
+    500: "An unexpected error; it is logged, never shown.",
+    503: "The key or user store is unreadable (it fails closed), or could not be written.",
+    507: "The disk holding WORKSPACES_DIR is full; nothing was changed.",
+}
+_ERROR_HEADERS = {
+    401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "const": "Bearer"}}},
+    405: {"Allow": {"required": True, "schema": {"type": "string"}}},
+    429: {
+        "Retry-After": {
+            "required": True,
+            "description": "Seconds until the client may try again.",
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        }
+    },
+}
+_RATE_HEADERS = {
+    f"X-RateLimit-{name}": {"description": description, "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+    for name, description in (
+        ("Limit", "Requests allowed per hour for this client (API_RATE_LIMIT)."),
+        ("Remaining", "Requests left in the current window."),
+        ("Reset", "Unix time the window resets."),
+    )
+}
+RESPONSES = {
+    str(status): _json_body(
+        _ref("schemas", "Error"), f"{MESSAGES[status]}. {_ERROR_WHEN[status]}", _ERROR_HEADERS.get(status)
+    )
+    for status in sorted(_ERROR_WHEN)
+}
+
+# Every authenticated /api operation can answer these before its view runs (see app/auth/hook.py).
+GUARD = ("401", "403", "429", "503")
+WRITE = ("400", "413")
+CSRF_HEADER = {
+    "name": "X-CSRFToken",
+    "in": "header",
+    "required": False,
+    "description": 'Session callers only: the page\'s `<meta name="csrf-token">`. Key callers need none.',
+    "schema": {"type": "string"},
+}
+KEY_ID = {
+    "name": "key_id",
+    "in": "path",
+    "required": True,
+    "description": "A key id as listed by GET /api/keys.",
+    "schema": {"type": "string", "examples": ["key_0123456789abcdef"]},
+}
+WORKSPACE_ID = {
+    "name": "workspace_id",
+    "in": "path",
+    "required": True,
+    "description": "A workspace id as listed by GET /api/workspaces; anything else is 404.",
+    "schema": {"type": "string"},
+}
+EVERY_CALLER = [{"apiKey": []}, {"bearer": []}, {"session": []}]
+
+
+def _operation(
+    summary: str,
+    ok: tuple[str, dict],
+    errors: tuple[str, ...] = (),
+    body: str | None = None,
+    parameters: list[dict] | None = None,
+    security: list[dict] | None = None,
+    description: str | None = None,
+    operation_id: str | None = None,
+) -> dict:
+    status, success = ok
+    op: dict = {"summary": summary, "operationId": operation_id, "responses": {status: success}}
+    if description:
+        op["description"] = description
+    if parameters:
+        op["parameters"] = parameters
+    if body:
+        op["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref("schemas", body)}}}
+    for code in sorted(set(errors) | (set(GUARD) if security is None else set())):
+        op["responses"][code] = _ref("responses", code)
+    if security is not None:
+        op["security"] = security
+    return op
+
+
+def _ok(schema: str, description: str = "OK") -> tuple[str, dict]:
+    return "200", _json_body(_ref("schemas", schema), description, _RATE_HEADERS)
+
+
+def build_document() -> dict:
+    """The OpenAPI 3.1 document for every route under /api."""
+    ask_ok = _json_body(_ref("schemas", "AskResult"), "The answer and the code it is based on.", _RATE_HEADERS)
+    ask_ok["content"]["text/html"] = {
+        "schema": {
+            "type": "string",
+            "description": "Session callers sending `Accept: text/html` (the Ask page) get an HTML fragment.",
+        }
+    }
+    new_key = _json_body(_ref("schemas", "NewKey"), "The new key, shown this once.", _RATE_HEADERS)
+    new_key["headers"]["Cache-Control"] = {"required": True, "schema": {"type": "string", "const": "no-store"}}
+    key_writes = ("400", "404", "413", "507")
+    paths = {
+        "/api/health": {
+            "get": _operation(
+                "Liveness check",
+                ("200", _json_body(_ref("schemas", "Health"), "The server is up.")),
+                security=[],
+                operation_id="health",
+            )
+        },
+        "/api/openapi.json": {
+            "get": _operation(
+                "This document",
+                ("200", _json_body({"type": "object"}, "The OpenAPI 3.1 document of the API.")),
+                security=[],
+                operation_id="openapi",
+            )
+        },
+        "/api/whoami": {
+            "get": _operation("Who the API takes the caller to be", _ok("Whoami"), operation_id="whoami"),
+        },
+        "/api/ask": {
+            "post": _operation(
+                "Ask a question about a workspace's code",
+                ("200", ask_ok),
+                errors=(*WRITE, "404"),
+                body="AskRequest",
+                parameters=[CSRF_HEADER],
+                description="404 `Workspace not found` for a well-formed id without a folder in WORKSPACES_DIR; "
+                "400 for an empty workspace.",
+                operation_id="ask",
+            )
+        },
+        "/api/workspaces": {
+            "get": _operation("List the workspaces", _ok("WorkspaceList"), operation_id="listWorkspaces"),
+        },
+        "/api/workspaces/{workspace_id}": {
+            "delete": _operation(
+                "Delete a workspace and its index",
+                ("204", {"description": "Deleted.", "headers": _RATE_HEADERS}),
+                errors=("400", "404", "413"),
+                parameters=[WORKSPACE_ID, CSRF_HEADER],
+                description="An admin session or the admin key only (403 otherwise).",
+                operation_id="deleteWorkspace",
+            )
+        },
+        "/api/keys": {
+            "get": _operation(
+                "List API keys: your own, or everyone's for an admin",
+                _ok("KeyList"),
+                description="Session or admin key only: dashboard and client keys get 403.",
+                operation_id="listKeys",
+            ),
+            "post": _operation(
+                "Create an API key",
+                ("201", new_key),
+                errors=(*WRITE, "507"),
+                body="NewKeyRequest",
+                parameters=[CSRF_HEADER],
+                description="Session or admin key only (403 otherwise), so a leaked key cannot mint more keys.",
+                operation_id="createKey",
+            ),
+        },
+        "/api/keys/{key_id}": {
+            "patch": _operation(
+                "Revoke an API key",
+                _ok("Key"),
+                errors=key_writes,
+                body="KeyUpdate",
+                parameters=[KEY_ID, CSRF_HEADER],
+                description='Send {"active": false}. Other users\' keys are 404 unless you are an admin.',
+                operation_id="revokeKey",
+            ),
+            "delete": _operation(
+                "Delete an API key",
+                ("204", {"description": "Deleted.", "headers": _RATE_HEADERS}),
+                errors=key_writes,
+                parameters=[KEY_ID, CSRF_HEADER],
+                description="Other users' keys are 404 unless you are an admin.",
+                operation_id="deleteKey",
+            ),
+        },
+    }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "Askgate API",
+            "version": API_VERSION,
+            "description": "Answers about the code in your workspaces. Authenticate with `x-api-key: KEY`, "
+            "`Authorization: Bearer KEY` or a dashboard session (plus `X-CSRFToken` on writes). Every error is "
+            'JSON `{"error": …}`; unknown /api paths are 404 and wrong methods 405 in that shape.',
+        },
+        "security": EVERY_CALLER,
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": RESPONSES,
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                "bearer": {"type": "http", "scheme": "bearer", "description": "The same keys as x-api-key."},
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "session",
+                    "description": "A signed-in dashboard session; writes also need the X-CSRFToken header.",
+                },
+            },
+        },
+    }
+
+
+DOCUMENT = build_document()
+
+
+@bp.get("/openapi.json")
+@limiter.exempt
+def openapi():
+    """No credentials needed: the document says how to get them."""
+    return jsonify(DOCUMENT)
