@@ -44,7 +44,9 @@ control_socket_disable = True
 
 def when_ready(server):
     from app.setup import setup_message
+    from app.storeadmin import Stores
 
-    message = setup_message(_config.workspaces_dir, _config.host, _config.port)
+    users = Stores.open(_config.store_url or "files", _config.workspaces_dir).users
+    message = setup_message(_config.workspaces_dir, _config.host, _config.port, users)
     if message:
         server.log.warning(message)

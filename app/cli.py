@@ -9,6 +9,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
+from app import storeadmin
 from app.ask.errors import AskError
 from app.keys.store import EXPIRY_CHOICES, KeyRequestError, key_status
 from app.services import services
@@ -18,6 +19,7 @@ from app.users.store import UserError
 user_cli = AppGroup("user", help="Manage users.")
 key_cli = AppGroup("key", help="Manage API keys.")
 workspace_cli = AppGroup("workspace", help="Manage workspaces of code.")
+store_cli = AppGroup("store", help="Check, restore and migrate the key and user store.")
 
 
 def _fail(message: str) -> None:
@@ -205,7 +207,51 @@ def workspace_delete(workspace_id: str) -> None:
     click.echo(f"Deleted workspace {workspace_id}.")
 
 
+def _configured_stores():
+    from app.storeadmin import Stores
+
+    svc = services()
+    return Stores(svc.keys, svc.users)
+
+
+@store_cli.command("check")
+def store_check() -> None:
+    """Say whether the key and user stores can be read, and what is wrong if not."""
+    problems = storeadmin.check(_configured_stores())
+    for name, problem in problems.items():
+        click.echo(f"{name}: {'ok' if problem is None else 'BROKEN: ' + problem}")
+    if any(problems.values()):
+        click.echo("Restore the last good version with: flask --app wsgi store restore", err=True)
+        sys.exit(1)
+
+
+@store_cli.command("restore")
+@click.option("--all", "restore_all", is_flag=True, help="Restore every store, not only broken ones.")
+def store_restore(restore_all: bool) -> None:
+    """Put back the last good version (*.bak) of each broken store."""
+    try:
+        restored = storeadmin.restore(_configured_stores(), only_broken=not restore_all)
+    except (storeadmin.StoreAdminError, StoreWriteError) as exc:
+        _fail(str(exc))
+    click.echo(f"Restored: {', '.join(restored)}." if restored else "Nothing to restore: every store is fine.")
+
+
+@store_cli.command("migrate")
+@click.option("--to", "target", required=True, help="'files' (the JSON files in WORKSPACES_DIR) or a redis:// URL.")
+@click.option("--overwrite", is_flag=True, help="Replace what the target already holds.")
+def store_migrate(target: str, overwrite: bool) -> None:
+    """Copy every key and user from the configured store (STORE_URL) to another, then verify."""
+    try:
+        destination = storeadmin.Stores.open(target, services().config.workspaces_dir)
+        counts = storeadmin.migrate(_configured_stores(), destination, overwrite=overwrite)
+    except (storeadmin.StoreAdminError, StoreWriteError) as exc:
+        _fail(str(exc))
+    click.echo(f"Copied {counts['keys']} key(s) and {counts['users']} user(s); counts and digests verified.")
+    click.echo("Point STORE_URL at the new store (unset it for the files) and restart every host.")
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(user_cli)
     app.cli.add_command(key_cli)
     app.cli.add_command(workspace_cli)
+    app.cli.add_command(store_cli)

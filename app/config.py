@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,7 @@ class Config:
     max_content_length: int
     host: str
     port: int
+    store_url: str | None = None
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)
@@ -141,10 +144,37 @@ def _limit_string(env: dict, name: str, default: str) -> str:
     return raw
 
 
+def _store_url(env: dict) -> str | None:
+    raw = _get(env, "STORE_URL")
+    if raw is None or raw == "files":
+        return None
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"STORE_URL must be a redis:// URL (or unset for the JSON files), got {raw!r}")
+    return raw
+
+
 def _split_keys(raw: str | None) -> tuple[str, ...]:
     if not raw:
         return ()
     return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+
+def _create_secret_file(path: Path) -> None:
+    """Write a new secret to ``path`` unless it exists, so that no process ever reads a half-written one.
+
+    The secret is written to a temp file (mode 0600) and hard-linked into place: the link either creates
+    the whole file at once or fails because another process (a worker, the CLI) got there first.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
 
 
 def _secret_key(env: dict, workspaces_dir: Path) -> str:
@@ -153,18 +183,12 @@ def _secret_key(env: dict, workspaces_dir: Path) -> str:
     if configured:
         return configured
     path = workspaces_dir / ".secret-key"
-    try:
-        workspaces_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise ConfigError(f"SECRET_KEY is unset and {path} cannot be created ({exc.strerror})") from None
-    else:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
-            fh.flush()
-            os.fsync(fh.fileno())
+    if not path.exists():
+        try:
+            workspaces_dir.mkdir(parents=True, exist_ok=True)
+            _create_secret_file(path)
+        except OSError as exc:
+            raise ConfigError(f"SECRET_KEY is unset and {path} cannot be created ({exc.strerror})") from None
     try:
         value = path.read_text().strip()
     except OSError as exc:
@@ -227,6 +251,7 @@ def load_config(env: dict | None = None) -> Config:
         max_content_length=_int(env, "MAX_CONTENT_LENGTH", 50 * 1024 * 1024, minimum=1024),
         host=_get(env, "HOST", "127.0.0.1"),
         port=_int(env, "PORT", 8000, minimum=1),
+        store_url=_store_url(env),
         llm_base_url=_get(env, "LLM_BASE_URL"),
         llm_model=_get(env, "LLM_MODEL"),
         llm_api_key=_get(env, "LLM_API_KEY"),

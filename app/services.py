@@ -10,6 +10,7 @@ from app.ask.llm import LLMSettings
 from app.auth.ipallow import IPAllowlist
 from app.config import Config
 from app.keys.store import KeyStore
+from app.storeadmin import Stores
 from app.users.store import UserStore
 
 EXTENSION_NAME = "askgate"
@@ -35,10 +36,11 @@ def init_services(app: Flask, config: Config) -> Services:
         # The bucket names the key by a digest fragment so limiter storage never holds the key itself.
         bucket = "env:" + hashlib.sha256(key.encode()).hexdigest()[:16]
         env_keys.append((key.encode(), "client_key", bucket))
+    stores = Stores.open(config.store_url or "files", config.workspaces_dir)
     svc = Services(
         config=config,
-        keys=KeyStore(config.workspaces_dir),
-        users=UserStore(config.workspaces_dir),
+        keys=stores.keys,
+        users=stores.users,
         allowlist=IPAllowlist(config.allowed_ips),
         env_keys=tuple(env_keys),
         llm=LLMSettings(config.llm_base_url, config.llm_model, config.llm_api_key, config.llm_timeout),

@@ -20,10 +20,11 @@ def token_path(workspaces_dir: Path) -> Path:
     return Path(workspaces_dir) / TOKEN_FILE
 
 
-def ensure_token(workspaces_dir: Path) -> str | None:
+def ensure_token(workspaces_dir: Path, users: UserStore | None = None) -> str | None:
     """The setup token while there are no users (created once, mode 0600), else None."""
+    users = users or UserStore(workspaces_dir)
     try:
-        if UserStore(workspaces_dir).count():
+        if users.count():
             return None
     except StoreUnavailable:
         return None
@@ -61,9 +62,9 @@ def setup_url(host: str, port: int, token: str) -> str:
     return f"http://{shown}:{port}/setup?token={token}"
 
 
-def setup_message(workspaces_dir: Path, host: str, port: int) -> str | None:
+def setup_message(workspaces_dir: Path, host: str, port: int, users: UserStore | None = None) -> str | None:
     """The line to log at start-up while the instance has no users yet."""
-    token = ensure_token(workspaces_dir)
+    token = ensure_token(workspaces_dir, users)
     if not token:
         return None
     return (
@@ -73,4 +74,5 @@ def setup_message(workspaces_dir: Path, host: str, port: int) -> str | None:
 
 
 def ensure_setup_token(app: Flask) -> None:
-    ensure_token(Path(app.config["WORKSPACES_DIR"]))
+    svc = app.extensions["askgate"]
+    ensure_token(svc.config.workspaces_dir, svc.users)

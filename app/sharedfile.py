@@ -115,6 +115,20 @@ class SharedJSONFile:
             return str(exc)
         return None
 
+    def read_backup(self) -> dict | None:
+        """The last good version (``*.bak``), validated, or None when there is none."""
+        try:
+            with open(self.backup_path, encoding="utf-8") as fh:
+                raw = json.load(fh)
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreUnavailable(f"{self.backup_path} cannot be read: {exc}") from None
+        try:
+            return self._validate(raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StoreUnavailable(f"{self.backup_path} is not a valid store file: {exc}") from None
+
     # -- writing -------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -104,17 +104,23 @@ def _validate(raw: object) -> dict:
 class KeyStore:
     """All dashboard-generated keys. Nothing else reads or writes ``api-keys.json``."""
 
-    def __init__(self, workspaces_dir: Path) -> None:
+    def __init__(self, workspaces_dir: Path | None = None, *, redis_client=None, redis_prefix: str = "askgate") -> None:
+        """Keys in ``workspaces_dir/api-keys.json``, or in Redis when a client is given (several hosts)."""
         self._by_digest: dict[str, dict] = {}
         self._by_id: dict[str, dict] = {}
         self._touched: dict[str, float] = {}
         self._touch_lock = threading.Lock()
-        self.file = SharedJSONFile(
-            Path(workspaces_dir) / FILE_NAME,
-            empty=lambda: {"version": SCHEMA_VERSION, "keys": []},
-            validate=_validate,
-            on_load=self._reindex,
-        )
+        options = {
+            "empty": lambda: {"version": SCHEMA_VERSION, "keys": []},
+            "validate": _validate,
+            "on_load": self._reindex,
+        }
+        if redis_client is not None:
+            from app.redisdoc import RedisDocument
+
+            self.file = RedisDocument(redis_client, f"{redis_prefix}:{FILE_NAME}", **options)
+        else:
+            self.file = SharedJSONFile(Path(workspaces_dir) / FILE_NAME, **options)
 
     def _reindex(self, data: dict) -> None:
         # Built once per change of the file, so a lookup is one dict access however many keys there are.

@@ -113,15 +113,21 @@ def validate_username(username: object) -> str:
 class UserStore:
     """All users. Nothing else reads or writes ``users.json``."""
 
-    def __init__(self, workspaces_dir: Path) -> None:
+    def __init__(self, workspaces_dir: Path | None = None, *, redis_client=None, redis_prefix: str = "askgate") -> None:
+        """Users in ``workspaces_dir/users.json``, or in Redis when a client is given (several hosts)."""
         self._by_name: dict[str, dict] = {}
         self._by_id: dict[str, dict] = {}
-        self.file = SharedJSONFile(
-            Path(workspaces_dir) / FILE_NAME,
-            empty=lambda: {"version": SCHEMA_VERSION, "users": []},
-            validate=_validate,
-            on_load=self._reindex,
-        )
+        options = {
+            "empty": lambda: {"version": SCHEMA_VERSION, "users": []},
+            "validate": _validate,
+            "on_load": self._reindex,
+        }
+        if redis_client is not None:
+            from app.redisdoc import RedisDocument
+
+            self.file = RedisDocument(redis_client, f"{redis_prefix}:{FILE_NAME}", **options)
+        else:
+            self.file = SharedJSONFile(Path(workspaces_dir) / FILE_NAME, **options)
 
     def _reindex(self, data: dict) -> None:
         self._by_name = {r["username"].lower(): r for r in data["users"]}
