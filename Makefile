@@ -24,6 +24,9 @@ run: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+e2e: $(VENV)/.dev
+	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
+
 bench: $(VENV)/.dev
 	$(PY) bench/run.py
 

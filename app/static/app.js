@@ -16,12 +16,34 @@ document.addEventListener("DOMContentLoaded", () => {
         await navigator.clipboard.writeText(source.value);
         button.textContent = "Copied";
         if (status) status.textContent = "Copied to the clipboard.";
+        window.setTimeout(() => { button.textContent = "Copy"; }, 2500);
       } catch (err) {
         source.select();
         if (status) status.textContent = "Select the key and copy it with Ctrl+C (the browser blocked the clipboard).";
       }
     });
   });
+
+  // The new key takes the focus, selected, so it can be copied at once and screen readers announce it.
+  const newKey = document.querySelector("[data-new-key] input[readonly]");
+  if (newKey) {
+    newKey.addEventListener("focus", () => newKey.select());
+    newKey.focus();
+  }
+
+  // The user menu (<details>) closes on Escape and on a click elsewhere, like any menu.
+  const menu = document.querySelector("details.usermenu");
+  if (menu) {
+    document.addEventListener("click", (event) => {
+      if (menu.open && !menu.contains(event.target)) menu.open = false;
+    });
+    menu.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && menu.open) {
+        menu.open = false;
+        menu.querySelector("summary").focus();
+      }
+    });
+  }
 
   document.querySelectorAll("form[data-confirm]").forEach((form) => {
     form.addEventListener("submit", (event) => {

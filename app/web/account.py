@@ -25,7 +25,8 @@ def _render(new_key: str | None = None, new_record: dict | None = None, **forms)
         [public_view(r) for r in keys.list() if r["owner"] != current_user.username] if current_user.is_admin else []
     )
     nonce = secrets.token_urlsafe(16)
-    key_form = forms.get("key_form") or NewKeyForm()
+    # After a key is made, an empty form: the posted name must not linger in the box.
+    key_form = forms.get("key_form") or (NewKeyForm(formdata=None) if new_key else NewKeyForm())
     return render_template(
         "account_security.html",
         key_form=key_form,
