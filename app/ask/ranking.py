@@ -1,0 +1,156 @@
+"""Rank a workspace's chunks for a question: FTS5 bm25, then boosts for the defining name and docs."""
+
+import math
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.ask import store
+from app.ask.index import path_terms, symbol_terms
+from app.ask.tokens import query_concepts, word_terms
+
+_CANDIDATES = 200  # bm25's best this many are re-ranked
+# Boosts per question concept found, scaled by its idf so that rare words count more than "get". A
+# concept counts once however many of its synonyms match, so expansion cannot inflate a chunk.
+_NAME_BOOST = 2.0  # the defined name itself: the chunk that defines the thing, not one that uses it
+_NAME_PART_BOOST = 1.0  # a prefix or suffix of the name ("json" in jsonify, "file" in pyfile)
+_OWNER_BOOST = 0.5  # the enclosing class
+_PATH_BOOST = 0.3  # folder and file names
+_DOC_BOOST = 1.0  # the docstring: where code says in words what it does
+_SYNONYM_WEIGHT = 0.8  # the user's own word is better evidence than our guess at what they meant
+_TEST_PENALTY = 0.7  # tests mention everything; users ask about the code under test
+
+
+@dataclass(frozen=True)
+class Source:
+    """One ranked chunk; ``to_dict`` gives the API shape."""
+
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+    snippet: str
+    score: float
+    doc: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "start_line": self.start_line,
+            "end_line": self.end_line,
+            "symbol": self.symbol,
+            "snippet": self.snippet,
+            "score": self.score,
+        }
+
+
+def search(root: Path, workspace_id: str, query: str, top_k: int = 5) -> list[Source]:
+    """Best ``top_k`` chunks for ``query``; any text is safe and an empty result is normal."""
+    concepts = query_concepts(query)
+    if not concepts:
+        return []
+    conn = store.open_for_reading(root, workspace_id)
+    if conn is None:
+        return []
+    try:
+        return _search(conn, concepts, top_k)
+    except sqlite3.OperationalError:
+        # Only a half-built index (no tables yet) gets here: the terms are quoted, never parsed.
+        return []
+    finally:
+        conn.close()
+
+
+def _search(conn: sqlite3.Connection, concepts: list[tuple[str, ...]], top_k: int) -> list[Source]:
+    terms = list(dict.fromkeys(term for concept in concepts for term in concept))
+    # Each term is \\w characters only and double-quoted, so FTS5 sees plain strings, never operators.
+    match = " OR ".join(f'"{term}"' for term in terms)
+    hits = conn.execute(
+        "SELECT rowid, rank, doc FROM chunk_terms WHERE chunk_terms MATCH ? ORDER BY rank LIMIT ?",
+        (match, _CANDIDATES),
+    ).fetchall()
+    if not hits:
+        return []
+    idf = _idf(conn, terms)
+    rows = _chunks(conn, [rowid for rowid, _, _ in hits])
+    ranked = []
+    for rowid, rank, doc_terms in hits:
+        path, start, end, symbol, doc, text = rows[rowid]
+        score = -rank + _boost(concepts, idf, path, symbol, set(doc_terms.split()))
+        if _is_test_path(path):
+            score *= _TEST_PENALTY
+        ranked.append(Source(path, start, end, symbol, text, round(score, 4), doc))
+    ranked.sort(key=lambda s: (-s.score, s.path, s.start_line))
+    return _distinct(ranked, top_k)
+
+
+def _distinct(ranked: list[Source], top_k: int) -> list[Source]:
+    """Keep the best piece of each symbol: pieces of one long function would only repeat a pointer."""
+    seen, out = set(), []
+    for source in ranked:
+        key = (source.path, source.symbol or source.start_line)
+        if key not in seen:
+            seen.add(key)
+            out.append(source)
+            if len(out) == top_k:
+                break
+    return out
+
+
+def _boost(
+    concepts: list[tuple[str, ...]], idf: dict[str, float], path: str, symbol: str | None, doc: set[str]
+) -> float:
+    *owners, name = (symbol or "").split(".")
+    name_terms = set(word_terms(name)) if name else set()
+    owner_terms = set(symbol_terms(".".join(owners))) - name_terms
+    places = set(path_terms(path))
+
+    boost = 0.0
+    for concept in concepts:
+        in_name = _best(concept, idf, name_terms.__contains__)
+        boost += _NAME_BOOST * in_name
+        if not in_name:
+            boost += _NAME_PART_BOOST * _best(concept, idf, lambda term: _is_affix(term, name_terms))
+        boost += _OWNER_BOOST * _best(concept, idf, owner_terms.__contains__)
+        boost += _PATH_BOOST * _best(concept, idf, places.__contains__)
+        boost += _DOC_BOOST * _best(concept, idf, doc.__contains__)
+    return boost
+
+
+def _best(concept: tuple[str, ...], idf: dict[str, float], matches: Callable[[str], bool]) -> float:
+    """The idf of the concept's best matching term, a synonym counting a little less; 0 if none match."""
+    return max(
+        (idf[term] * (1.0 if number == 0 else _SYNONYM_WEIGHT) for number, term in enumerate(concept) if matches(term)),
+        default=0.0,
+    )
+
+
+def _is_affix(term: str, names: set[str]) -> bool:
+    return len(term) >= 3 and any(name != term and (name.startswith(term) or name.endswith(term)) for name in names)
+
+
+def _is_test_path(path: str) -> bool:
+    parts = path.lower().split("/")
+    name = parts[-1]
+    return (
+        any(part in ("test", "tests", "testing") for part in parts[:-1])
+        or name.startswith("test_")
+        or name.endswith(("_test.py", ".test.js", ".spec.js", ".test.ts", ".spec.ts", "_test.go"))
+    )
+
+
+def _idf(conn: sqlite3.Connection, terms: list[str]) -> dict[str, float]:
+    total = conn.execute("SELECT count(*) FROM chunks").fetchone()[0] or 1
+    placeholders = ",".join("?" * len(terms))
+    sql = f"SELECT term, doc FROM chunk_vocab WHERE term IN ({placeholders})"  # noqa: S608 - only "?"s
+    counts = dict(conn.execute(sql, terms))
+    return {term: math.log(1 + (total - counts.get(term, 0) + 0.5) / (counts.get(term, 0) + 0.5)) for term in terms}
+
+
+def _chunks(conn: sqlite3.Connection, ids: list[int]) -> dict[int, tuple]:
+    placeholders = ",".join("?" * len(ids))
+    columns = "id, path, start_line, end_line, symbol, doc, text"
+    sql = f"SELECT {columns} FROM chunks WHERE id IN ({placeholders})"  # noqa: S608 - only "?"s
+    rows = conn.execute(sql, ids)
+    return {row[0]: row[1:] for row in rows}

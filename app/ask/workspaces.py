@@ -1,0 +1,86 @@
+"""Workspaces: one folder of code per id under the workspaces root."""
+
+import os
+import re
+import secrets
+import shutil
+import stat
+from pathlib import Path
+
+from app.ask import store
+from app.ask.errors import WorkspaceNotFound
+
+WORKSPACE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# The root also holds the app's own stores; these names can never be workspaces.
+_RESERVED_NAMES = frozenset({"api-keys.json", "users.json"})
+_RESERVED_SUFFIXES = (".json", ".lock", ".bak", ".tmp")
+
+
+def is_valid_workspace_id(workspace_id: object) -> bool:
+    """True if ``workspace_id`` is a well-formed id that cannot collide with the store's own files."""
+    if not isinstance(workspace_id, str) or not WORKSPACE_ID_RE.fullmatch(workspace_id):
+        return False
+    lowered = workspace_id.lower()
+    return lowered not in _RESERVED_NAMES and not lowered.endswith(_RESERVED_SUFFIXES)
+
+
+def workspace_dir(root: Path, workspace_id: str) -> Path:
+    """Return the workspace folder, raising WorkspaceNotFound for a bad id or a missing folder."""
+    if not is_valid_workspace_id(workspace_id):
+        raise WorkspaceNotFound()
+    path = Path(root) / workspace_id
+    # A symlink planted in the root must not turn into a workspace pointing elsewhere.
+    if path.is_symlink() or not path.is_dir():
+        raise WorkspaceNotFound()
+    return path
+
+
+def _folder_totals(path: Path) -> tuple[int, int]:
+    count = size = 0
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for name in filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                count += 1
+                size += st.st_size
+    return count, size
+
+
+def list_workspaces(root: Path) -> list[dict]:
+    """Describe every workspace under ``root``, sorted by id."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    result = []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False) or not is_valid_workspace_id(entry.name):
+                continue
+            file_count, size_bytes = _folder_totals(Path(entry.path))
+            result.append(
+                {
+                    "id": entry.name,
+                    "file_count": file_count,
+                    "size_bytes": size_bytes,
+                    "last_indexed": store.last_indexed(root, entry.name),
+                }
+            )
+    result.sort(key=lambda item: item["id"])
+    return result
+
+
+def delete_workspace(root: Path, workspace_id: str) -> None:
+    """Remove a workspace folder and its index."""
+    root = Path(root)
+    workspace_dir(root, workspace_id)  # validates the id before it names a lock file
+    with store.workspace_lock(root, workspace_id):
+        path = workspace_dir(root, workspace_id)
+        # Renaming first makes the workspace vanish atomically; the slow delete happens afterwards.
+        doomed = root / f".delete-{secrets.token_hex(8)}"
+        os.rename(path, doomed)
+        store.drop_index(root, workspace_id)
+    shutil.rmtree(doomed, ignore_errors=True)

@@ -1,0 +1,145 @@
+"""Benchmark the ask domain: cold index, incremental and no-change updates, and question latency.
+
+Usage: python bench/ask.py [--files N] [--questions N]
+
+Builds a workspace from the text sources of the installed site-packages (up to N files) in a temp
+folder, then prints a markdown table. Nothing outside the temp folder is touched.
+"""
+
+import argparse
+import shutil
+import statistics
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.ask import ask, update_index  # noqa: E402 - after the path fix above
+from app.ask.store import index_db_path  # noqa: E402
+
+TEXT_SUFFIXES = {".py", ".pyi", ".md", ".rst", ".txt", ".cfg", ".toml", ".js", ".css", ".html", ".c", ".h"}
+
+QUESTIONS = [
+    "How is the session cookie saved on the response?",
+    "How do I build the URL for a view from its endpoint name?",
+    "How can settings be loaded from a Python file?",
+    "How do I return JSON from a view?",
+    "How are passwords hashed with a salt?",
+    "How do I make an uploaded filename safe to store on disk?",
+    "How is the request path matched against the URL rules?",
+    "How does the reloader notice that a source file was modified?",
+    "Where is multipart/form-data parsed into files and form fields?",
+    "Parse a date string from an HTTP header",
+    "How does a loader find templates in folders on disk?",
+    "Filter that shortens text to a maximum length",
+    "How can I prompt for a password without echoing the input?",
+    "How do I display a progress bar while iterating?",
+    "How is the age of a timestamped signature checked?",
+    "How are retries configured for an HTTP adapter?",
+    "How does requests decide which proxy to use for a URL?",
+    "How are redirects followed in a session?",
+    "Raise an exception when the response status is an error",
+    "How is a multipart body encoded for a file upload?",
+    "How are two version numbers compared?",
+    "How are environment markers evaluated?",
+    "How is a .env file parsed into keys and values?",
+    "How do I connect a receiver function to a signal?",
+    "How does the arbiter replace workers that died?",
+    "How are workers that stop responding killed after the timeout?",
+    "Which lexer highlights Python source code?",
+    "How is a token stream formatted as HTML?",
+    "How does hypothesis shrink a failing example?",
+    "How are pytest fixtures resolved for a test function?",
+    "How does pip resolve dependency conflicts?",
+    "Where is the wheel file installed?",
+    "How are command line arguments parsed?",
+    "How is a rate limit window calculated?",
+    "How is a connection to redis retried after a failure?",
+    "How does the limiter store hits in memory?",
+    "How are markdown headings rendered?",
+    "How is a temporary directory created for a test?",
+    "How are warnings captured during tests?",
+    "How does the cache expire old entries?",
+    "How is a file locked so that two processes do not write at once?",
+    "Where is logging configured?",
+    "How is a string escaped for HTML?",
+    "How are cookies parsed from the request headers?",
+    "What validates an email address?",
+    "How is gzip compression handled?",
+    "How do I read a config file in TOML format?",
+    "How is a thread pool shut down?",
+    "How are signals handled for graceful shutdown?",
+    "What converts a dictionary into a query string?",
+]
+
+
+def build_workspace(folder: Path, max_files: int) -> int:
+    """Copy up to ``max_files`` text files from site-packages; returns how many were copied."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    copied = 0
+    for package in sorted(p for p in site.iterdir() if p.is_dir() and not p.name.endswith(".dist-info")):
+        for path in sorted(package.rglob("*")):
+            if copied >= max_files:
+                return copied
+            if "__pycache__" in path.parts or path.suffix not in TEXT_SUFFIXES or not path.is_file():
+                continue
+            if path.stat().st_size > 512 * 1024:
+                continue
+            target = folder / path.relative_to(site)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            copied += 1
+    return copied
+
+
+def timed(fn: object) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=3000, help="files in the workspace (default 3000)")
+    parser.add_argument("--questions", type=int, default=len(QUESTIONS), help="questions to ask")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="askgate-bench-") as temp:
+        root = Path(temp)
+        files = build_workspace(root / "bench", args.files)
+
+        cold, stats = timed(lambda: update_index(root, "bench"))
+        unchanged, _ = timed(lambda: update_index(root, "bench"))
+        target = root / "bench" / sorted(stats.read_paths)[len(stats.read_paths) // 2]
+        with target.open("a") as handle:
+            handle.write("\n\ndef benchmark_added_function():\n    return 42\n")
+        incremental, inc_stats = timed(lambda: update_index(root, "bench"))
+        assert inc_stats.files_read == 1, inc_stats
+
+        questions = (QUESTIONS * (1 + args.questions // len(QUESTIONS)))[: args.questions]
+        latencies = [timed(lambda q=q: ask(root, "bench", q, top_k=5))[0] for q in questions]
+        size = sum(p.stat().st_size for p in index_db_path(root, "bench").parent.glob("bench.sqlite3*"))
+
+        print(f"Workspace: {files} files copied, {stats.files_seen} indexable, {stats.chunks} chunks, "
+              f"index {size / 1e6:.1f} MB; Python {sys.version.split()[0]}\n")  # fmt: skip
+        print("| measurement | time |")
+        print("| --- | --- |")
+        print(f"| cold index ({stats.files_read} files read) | {cold:.2f} s |")
+        print(f"| incremental update (1 file changed) | {incremental * 1000:.0f} ms |")
+        print(f"| no-change update (stat only) | {unchanged * 1000:.0f} ms |")
+        p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
+        print(f"| ask p50 ({len(latencies)} questions, each with its update check) | {p50 * 1000:.0f} ms |")
+        print(f"| ask p95 | {p95 * 1000:.0f} ms |")
+        print(f"| ask mean | {statistics.fmean(latencies) * 1000:.0f} ms |")
+
+
+if __name__ == "__main__":
+    main()
