@@ -57,7 +57,8 @@ def user_create(name: str, admin: bool, password_stdin: bool) -> None:
 
     password = _read_password(password_stdin)
     user = services().users.create(name, password, "admin" if admin else "member")
-    setup.discard_token(services().config.workspaces_dir)
+    if user.is_admin:  # an admin exists now: the setup page has done its job
+        setup.discard_token(services().config.workspaces_dir)
     click.echo(f"Created {user.role} {user.username}.")
 
 

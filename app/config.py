@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from app.sharedfile import create_once
 
 log = logging.getLogger("askgate")
 
@@ -159,24 +159,6 @@ def _split_keys(raw: str | None) -> tuple[str, ...]:
     return tuple(k.strip() for k in raw.split(",") if k.strip())
 
 
-def _create_secret_file(path: Path) -> None:
-    """Write a new secret to ``path`` unless it exists, so that no process ever reads a half-written one.
-
-    The secret is written to a temp file (mode 0600) and hard-linked into place: the link either creates
-    the whole file at once or fails because another process (a worker, the CLI) got there first.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
-            fh.flush()
-            os.fsync(fh.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
-
-
 def _secret_key(env: dict, workspaces_dir: Path) -> str:
     """SECRET_KEY from the environment, else one generated once and kept beside the data."""
     configured = _get(env, "SECRET_KEY")
@@ -186,7 +168,7 @@ def _secret_key(env: dict, workspaces_dir: Path) -> str:
     if not path.exists():
         try:
             workspaces_dir.mkdir(parents=True, exist_ok=True)
-            _create_secret_file(path)
+            create_once(path, secrets.token_urlsafe(48))
         except OSError as exc:
             raise ConfigError(f"SECRET_KEY is unset and {path} cannot be created ({exc.strerror})") from None
     try:

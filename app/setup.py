@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
 from flask import Flask
 
-from app.sharedfile import StoreUnavailable
+from app.sharedfile import StoreUnavailable, create_once
 from app.users.store import UserStore
 
 TOKEN_FILE = ".setup-token"  # noqa: S105  (a file name)
@@ -28,11 +27,7 @@ def ensure_token(workspaces_dir: Path, users: UserStore | None = None) -> str | 
             return None
     except StoreUnavailable:
         return None
-    path = token_path(workspaces_dir)
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32))
+    create_once(token_path(workspaces_dir), secrets.token_urlsafe(32))
     return read_token(workspaces_dir)
 
 

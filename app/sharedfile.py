@@ -211,3 +211,25 @@ def atomic_write(path: Path, payload: bytes) -> None:
         if tmp_name is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
+
+
+def create_once(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` (mode 0600) unless it exists; True if this call created it.
+
+    The text goes to a temp file that is hard-linked into place, so a process racing us (another worker,
+    the CLI) sees either no file or the whole file, never an empty one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)

@@ -40,8 +40,7 @@ def guard_api() -> Response | None:
     principal = current_principal()
     if principal is None:
         failure: AuthFailure = g.auth_result
-        headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after else None
-        return json_error(failure.status, failure.message, headers)
+        return json_error(failure.status, failure.message, failure.headers)
     if principal.auth_method == "session" and request.method not in SAFE_METHODS:
         csrf.protect()  # a session rides on a cookie a browser sends by itself; keys need no token
     return None

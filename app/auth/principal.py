@@ -49,7 +49,7 @@ class AuthFailure:
     status: int
     message: str
     outcome: str  # for the log line
-    retry_after: int | None = None
+    headers: dict | None = None
 
 
 def presented_key(req: Request) -> str | None:
@@ -79,8 +79,8 @@ def _failure_limit():
     return parse_limit(services().config.auth_failure_limit)
 
 
-def _failures_exceeded(ip: str) -> int | None:
-    """Seconds until the IP may try again if it has used up its failed attempts, else None."""
+def _failures_exceeded(ip: str) -> dict | None:
+    """The 429 headers if the IP has used up its failed attempts, else None."""
     item = _failure_limit()
     try:
         if limiter.limiter.test(item, "authfail", ip):
@@ -89,7 +89,12 @@ def _failures_exceeded(ip: str) -> int | None:
     except Exception:  # storage down: flask-limiter logs it once and switches to its in-memory fallback
         log.debug("rate-limit storage unreachable while checking failed attempts for %s", ip)
         return None
-    return max(1, int(reset_at - time.time()))
+    return {
+        "Retry-After": str(max(1, int(reset_at - time.time()))),
+        "X-RateLimit-Limit": str(item.amount),
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(int(reset_at)),
+    }
 
 
 def _record_failure(ip: str) -> None:
@@ -114,9 +119,9 @@ def resolve_principal(req: Request) -> Principal | AuthFailure:
     if not svc.allowlist.allowed(ip):
         return AuthFailure(403, "Access denied from this IP address", "ip_denied")
 
-    wait = _failures_exceeded(ip)
-    if wait is not None:
-        return AuthFailure(429, "Rate limit exceeded", "throttled", retry_after=wait)
+    throttled = _failures_exceeded(ip)
+    if throttled is not None:
+        return AuthFailure(429, "Rate limit exceeded", "throttled", headers=throttled)
 
     store_down = False
     try:

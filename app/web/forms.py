@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import BooleanField, HiddenField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, HiddenField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from app.users.store import PASSWORD_MAX, PASSWORD_MIN
 
-EXPIRY_OPTIONS = [("never", "Never"), ("30", "30 days"), ("90", "90 days"), ("365", "365 days")]
+EXPIRY_OPTIONS = [
+    SelectChoice("never", "Never"),
+    SelectChoice("30", "30 days"),
+    SelectChoice("90", "90 days"),
+    SelectChoice("365", "365 days"),
+]
 
 
 class LoginForm(FlaskForm):

@@ -1,0 +1,319 @@
+"""The key store: api-keys.json holds digests only, is shared by processes, and fails closed."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import stat
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import app.sharedfile as sharedfile
+from app.keys.format import digest
+from app.keys.store import KeyRequestError, KeyStore, iso, key_status, parse_iso, public_view
+from app.sharedfile import StoreUnavailable
+
+ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+FIELDS = {"id", "name", "owner", "prefix", "digest", "created_at", "expires_at", "revoked_at", "last_used_at"}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> KeyStore:
+    return KeyStore(tmp_path)
+
+
+@pytest.fixture
+def parse_count(monkeypatch) -> list:
+    calls: list[str] = []
+    real_load = json.load
+
+    def counting_load(fh, *args, **kwargs):
+        calls.append(fh.name)
+        return real_load(fh, *args, **kwargs)
+
+    monkeypatch.setattr(sharedfile.json, "load", counting_load)
+    return calls
+
+
+def _file(store: KeyStore) -> dict:
+    return json.loads(store.file.path.read_text())
+
+
+def _set_field(store: KeyStore, key_id: str, name: str, value) -> None:
+    def change(data):
+        for record in data["keys"]:
+            if record["id"] == key_id:
+                record[name] = value
+
+    store.file.update(change)
+
+
+def test_missing_file_is_an_empty_store(store):
+    assert store.list() == []
+    assert store.get("key_0000") is None
+    assert not store.file.path.exists()
+
+
+def test_create_stores_a_record_with_a_digest_and_never_the_key(store):
+    new = store.create("alice", "  ci-pipeline  ")
+    record = new.record
+    assert set(record) == FIELDS
+    assert re.fullmatch(r"key_[0-9a-f]{16}", record["id"])
+    assert record["name"] == "ci-pipeline"
+    assert record["owner"] == "alice"
+    assert record["prefix"] == new.key[:12]
+    assert record["digest"] == digest(new.key)
+    assert ISO_RE.match(record["created_at"])
+    assert abs(parse_iso(record["created_at"]) - datetime.now(UTC)) < timedelta(seconds=5)
+    assert (record["expires_at"], record["revoked_at"], record["last_used_at"]) == (None, None, None)
+
+    on_disk = _file(store)
+    assert on_disk == {"version": 1, "keys": [record]}
+    raw = store.file.path.read_bytes()
+    assert new.key.encode() not in raw
+    assert new.key[12:].encode() not in raw  # not even the secret part after the display prefix
+    assert stat.S_IMODE(os.stat(store.file.path).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("days", [30, 90, 365])
+def test_expiry_choices(store, days):
+    record = store.create("alice", "k", days).record
+    assert parse_iso(record["expires_at"]) - parse_iso(record["created_at"]) == timedelta(days=days)
+    assert ISO_RE.match(record["expires_at"])
+
+
+@pytest.mark.parametrize("days", [0, 1, 7, 31, -30, "30", True])
+def test_other_expiries_are_refused(store, days):
+    with pytest.raises(KeyRequestError, match="expires_in_days must be one of 30, 90, 365, or null for never"):
+        store.create("alice", "k", days)
+    assert not store.file.path.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "Give the key a name, for example 'ci-pipeline'"),
+        ("   ", "Give the key a name, for example 'ci-pipeline'"),
+        (None, "Give the key a name, for example 'ci-pipeline'"),
+        ("x" * 101, "A key name can be at most 100 characters"),
+        ("bad\nname", "A key name cannot contain control characters"),
+        ("bad\x7fname", "A key name cannot contain control characters"),
+    ],
+)
+def test_bad_names_are_refused(store, name, message):
+    with pytest.raises(KeyRequestError) as info:
+        store.create("alice", name)
+    assert str(info.value) == message
+
+
+def test_lookup_finds_the_record_by_the_raw_key(store):
+    first = store.create("alice", "one")
+    second = store.create("bob", "two")
+    assert store.lookup(first.key)["id"] == first.record["id"]
+    assert store.lookup(second.key)["owner"] == "bob"
+    from app.keys.format import generate_key
+
+    assert store.lookup(generate_key()) is None  # well formed but unknown
+    assert store.get(first.record["id"])["name"] == "one"
+
+
+def test_list_filters_by_owner_newest_first(store):
+    a1 = store.create("alice", "a1").record["id"]
+    b1 = store.create("bob", "b1").record["id"]
+    a2 = store.create("alice", "a2").record["id"]
+    _set_field(store, a1, "created_at", "2025-01-01T00:00:00Z")
+    _set_field(store, b1, "created_at", "2025-02-01T00:00:00Z")
+    _set_field(store, a2, "created_at", "2025-03-01T00:00:00Z")
+    assert [r["id"] for r in store.list("alice")] == [a2, a1]
+    assert [r["id"] for r in store.list()] == [a2, b1, a1]
+    assert store.list("carol") == []
+
+
+def test_public_view_never_carries_the_digest(store):
+    record = store.create("alice", "k").record
+    view = public_view(record)
+    assert "digest" not in view and "key" not in view
+    assert view == {**{k: v for k, v in record.items() if k != "digest"}, "status": "active"}
+
+
+def test_status_active_expired_revoked(store):
+    now = datetime.now(UTC)
+    record = store.create("alice", "k", 30).record
+    assert key_status(record) == "active"
+    assert key_status(record, now + timedelta(days=30, seconds=1)) == "expired"
+    assert key_status({**record, "expires_at": iso(now - timedelta(seconds=1))}) == "expired"
+    assert key_status({**record, "revoked_at": iso(now)}) == "revoked"
+    expired_and_revoked = {**record, "expires_at": iso(now - timedelta(days=1)), "revoked_at": iso(now)}
+    assert key_status(expired_and_revoked) == "revoked"
+
+
+def test_revoke_marks_the_key_and_keeps_it(store):
+    new = store.create("alice", "k")
+    revoked = store.revoke(new.record["id"])
+    assert ISO_RE.match(revoked["revoked_at"])
+    assert key_status(store.lookup(new.key)) == "revoked"
+    assert len(store.list()) == 1  # kept for the record
+    _set_field(store, new.record["id"], "revoked_at", "2025-01-01T00:00:00Z")
+    assert store.revoke(new.record["id"])["revoked_at"] == "2025-01-01T00:00:00Z"  # the first revocation stands
+    assert store.revoke("key_doesnotexist") is None
+
+
+def test_revoke_owner_revokes_only_that_owners_active_keys(store):
+    a1 = store.create("alice", "a1")
+    a2 = store.create("alice", "a2")
+    b1 = store.create("bob", "b1")
+    store.revoke(a2.record["id"])
+    assert store.revoke_owner("alice") == 1
+    assert key_status(store.lookup(a1.key)) == "revoked"
+    assert key_status(store.lookup(b1.key)) == "active"
+    assert store.revoke_owner("alice") == 0
+
+
+def test_delete(store):
+    new = store.create("alice", "k")
+    assert store.delete(new.record["id"]) is True
+    assert store.lookup(new.key) is None
+    assert store.delete(new.record["id"]) is False
+    assert _file(store) == {"version": 1, "keys": []}
+
+
+def test_lookups_parse_the_file_only_when_it_changed(store, tmp_path, parse_count):
+    new = store.create("alice", "k")
+    reader = KeyStore(tmp_path)  # another process's view of the same file
+    parse_count.clear()
+    for _ in range(100):
+        assert reader.lookup(new.key)["id"] == new.record["id"]
+    assert parse_count == [str(store.file.path)]
+    parse_count.clear()
+    store.revoke(new.record["id"])
+    parse_count.clear()
+    assert key_status(reader.lookup(new.key)) == "revoked"  # the very next lookup sees it
+    assert reader.lookup(new.key)["revoked_at"]
+    assert parse_count == [str(store.file.path)]
+
+
+def _revoke_in_child(workspaces: str, key_id: str) -> None:
+    KeyStore(Path(workspaces)).revoke(key_id)
+
+
+def test_a_revocation_by_another_process_is_seen_on_the_next_lookup(store, tmp_path):
+    new = store.create("alice", "k")
+    assert key_status(store.lookup(new.key)) == "active"
+    proc = multiprocessing.get_context("fork").Process(target=_revoke_in_child, args=(str(tmp_path), new.record["id"]))
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == 0
+    assert key_status(store.lookup(new.key)) == "revoked"
+
+
+def test_last_used_is_written_once_a_minute_not_per_request(store, tmp_path):
+    new = store.create("alice", "k")
+    now = datetime.now(UTC).replace(microsecond=0)
+    store.mark_used(store.lookup(new.key), now)
+    assert _file(store)["keys"][0]["last_used_at"] == iso(now)
+    inode = os.stat(store.file.path).st_ino
+
+    for seconds in (1, 30, 59):
+        store.mark_used(store.lookup(new.key), now + timedelta(seconds=seconds))
+    other_process = KeyStore(tmp_path)
+    other_process.mark_used(other_process.lookup(new.key), now + timedelta(seconds=59))
+    assert os.stat(store.file.path).st_ino == inode  # no rewrite at all
+    assert _file(store)["keys"][0]["last_used_at"] == iso(now)
+
+    later = KeyStore(tmp_path)
+    later.mark_used(later.lookup(new.key), now + timedelta(seconds=61))
+    assert _file(store)["keys"][0]["last_used_at"] == iso(now + timedelta(seconds=61))
+
+
+def test_threads_racing_on_a_stale_record_write_last_use_once(store, monkeypatch):
+    new = store.create("alice", "k")
+    record = store.lookup(new.key)  # every thread holds this same, never-used record
+    writes: list[str] = []
+    real_write = sharedfile.atomic_write
+
+    def counting_write(path, payload):
+        writes.append(Path(path).name)
+        real_write(path, payload)
+
+    monkeypatch.setattr(sharedfile, "atomic_write", counting_write)
+    start = threading.Barrier(8)
+
+    def use() -> None:
+        start.wait()
+        store.mark_used(record)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert writes.count("api-keys.json") == 1
+    assert _file(store)["keys"][0]["last_used_at"] is not None
+
+
+def test_a_corrupt_file_fails_closed_and_key_creation_reports_it(store):
+    store.file.path.write_text('{"version": 1, "keys": [{"id": "key_1"}]}')
+    before = store.file.path.read_bytes()
+    from app.keys.format import generate_key
+
+    with pytest.raises(StoreUnavailable, match="api-keys.json"):
+        store.lookup(generate_key())
+    with pytest.raises(StoreUnavailable):
+        store.list()
+    with pytest.raises(StoreUnavailable):
+        store.create("alice", "k")
+    with pytest.raises(StoreUnavailable):
+        store.revoke("key_1")
+    assert store.file.path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"keys": []},  # no version
+        {"version": 1, "keys": [{"id": "a"}]},
+        {
+            "version": 1,
+            "keys": [
+                dict.fromkeys(FIELDS, None) | {"id": "a", "digest": "not-hex", "created_at": "2025-01-01T00:00:00Z"}
+            ],
+        },
+    ],
+)
+def test_invalid_documents_are_unavailable(store, document):
+    store.file.path.write_text(json.dumps(document))
+    with pytest.raises(StoreUnavailable):
+        store.list()
+
+
+def _create_many(workspaces: str, owner: str, count: int, start, out) -> None:
+    store = KeyStore(Path(workspaces))
+    start.wait()
+    out.put([store.create(owner, f"{owner}-{i}").key for i in range(count)])
+
+
+def test_concurrent_creates_from_several_processes_lose_no_key(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    workers, per_worker = 4, 10
+    start, out = ctx.Barrier(workers), ctx.Queue()
+    procs = [
+        ctx.Process(target=_create_many, args=(str(tmp_path), f"user{w}", per_worker, start, out))
+        for w in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    keys = [key for _ in procs for key in out.get(timeout=60)]
+    for proc in procs:
+        proc.join(30)
+    assert [p.exitcode for p in procs] == [0] * workers
+    store = KeyStore(tmp_path)
+    assert len(store.list()) == workers * per_worker == len(keys) == len(set(keys))
+    for key in keys:
+        record = store.lookup(key)
+        assert record is not None and key_status(record) == "active"
+    assert len({r["id"] for r in store.list()}) == workers * per_worker

@@ -1,0 +1,330 @@
+"""Real gunicorn on a free port: workers share the key file and, on Redis, the limits; logs never hold a key.
+
+To prove a behaviour holds *across* worker processes, requests go over kept-alive connections pinned to
+a known worker: the worker holding a connection is read from /proc (Linux), not guessed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import ADMIN_KEY, CLIENT_KEY, PASSWORD, ROOT, base_env, free_port
+
+pytestmark = pytest.mark.server
+
+KEY_RE = re.compile(r"agk_[0-9A-Za-z]{40,}")
+ADMIN = {"x-api-key": ADMIN_KEY}
+
+
+# -- connections pinned to a worker -------------------------------------------------------------------------------
+def _server_side_inodes(server_port: int, client_port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
+                inodes.add(inode)
+    return inodes
+
+
+def _pid_holding(inodes: set[str], pids: list[int]) -> int | None:
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return pid
+    return None
+
+
+class Pinned:
+    """One kept-alive HTTP connection, and the worker process that accepted it."""
+
+    def __init__(self, server) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        self.call("GET", "/api/health")  # accepted and served: some worker holds it now
+        client_port = self.conn.sock.getsockname()[1]
+        self.pid = _pid_holding(_server_side_inodes(server.port, client_port), server.worker_pids())
+
+    def call(self, method: str, path: str, headers: dict | None = None, body: dict | None = None):
+        payload = json.dumps(body).encode() if body is not None else None
+        all_headers = {"Content-Type": "application/json", **(headers or {})} if payload else dict(headers or {})
+        self.conn.request(method, path, body=payload, headers=all_headers)
+        response = self.conn.getresponse()
+        raw = response.read()
+        assert response.getheader("Connection", "").lower() != "close", "the worker dropped the connection"
+        return response.status, response, (json.loads(raw) if raw else None)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.fixture
+def pinned():
+    """``pinned(server, per_worker, workers)`` -> {pid: [Pinned, ...]} with connections on every worker."""
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs Linux /proc to see which worker holds a connection")
+    opened: list[Pinned] = []
+
+    def connect(server, per_worker: int, workers: int) -> dict[int, list[Pinned]]:
+        by_worker: dict[int, list[Pinned]] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pids = server.worker_pids()
+            if len(pids) == workers and all(len(by_worker.get(pid, [])) >= per_worker for pid in pids):
+                return by_worker
+            conn = Pinned(server)
+            opened.append(conn)
+            if conn.pid is not None and len(by_worker.setdefault(conn.pid, [])) < per_worker:
+                by_worker[conn.pid].append(conn)
+        raise AssertionError(f"could not reach {workers} workers: {Counter(c.pid for c in opened)}")
+
+    yield connect
+    for conn in opened:  # idle keep-alive connections would hold up gunicorn's graceful stop
+        conn.close()
+
+
+def _api_log_lines(server) -> list[dict]:
+    lines = []
+    for line in server.log().splitlines():
+        if line.startswith("{") and '"api_auth"' in line:
+            lines.append(json.loads(line))
+    return lines
+
+
+def _assert_no_secret_in(text: str, keys: list[str]) -> None:
+    for key in keys:
+        assert key not in text
+        assert key[12:] not in text  # not even the part after the display prefix
+
+
+def _create_user(workspaces: Path, name: str = "alice") -> None:
+    from app.users.store import UserStore
+
+    UserStore(workspaces).create(name, PASSWORD)
+
+
+# -- one worker, memory storage (the default) -------------------------------------------------------------------
+def test_default_server_runs_one_worker_and_logs_each_attempt_without_keys(live_server, workspaces):
+    server = live_server()
+    assert len(server.worker_pids()) == 1
+    token = (workspaces / ".setup-token").read_text().strip()
+    assert f"No users yet. Create the first admin at http://127.0.0.1:{server.port}/setup?token={token}" in server.log()
+
+    _create_user(workspaces)
+    created = requests.post(server.url + "/api/keys", json={"name": "ci", "user": "alice"}, headers=ADMIN, timeout=10)
+    assert created.status_code == 201
+    body = created.json()
+    key = body["key"]
+    assert KEY_RE.fullmatch(key)
+
+    for headers in ({"x-api-key": key}, {"Authorization": f"Bearer {key}"}):
+        response = requests.get(server.url + "/api/whoami", headers=headers, timeout=10)
+        assert response.status_code == 200
+        assert response.json()["key"]["id"] == body["id"]
+    wrong = KEY_RE.sub(lambda m: m.group(0)[:-1] + ("A" if m.group(0)[-1] != "A" else "B"), key)
+    response = requests.get(server.url + "/api/whoami", headers={"x-api-key": wrong}, timeout=10)
+    assert (response.status_code, response.json()) == (401, {"error": "Invalid API key"})
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    revoked = requests.patch(server.url + f"/api/keys/{body['id']}", json={"active": False}, headers=ADMIN, timeout=10)
+    assert revoked.json()["status"] == "revoked"
+    assert requests.get(server.url + "/api/whoami", headers={"x-api-key": key}, timeout=10).status_code == 401
+
+    lines = _api_log_lines(server)
+    outcomes = [(line["method"], line["path"], line["status"], line["outcome"]) for line in lines]
+    assert outcomes == [
+        ("POST", "/api/keys", 201, "ok"),
+        ("GET", "/api/whoami", 200, "ok"),
+        ("GET", "/api/whoami", 200, "ok"),
+        ("GET", "/api/whoami", 401, "invalid"),
+        ("PATCH", f"/api/keys/{body['id']}", 200, "ok"),
+        ("GET", "/api/whoami", 401, "revoked"),
+    ]
+    assert lines[1]["key_id"] == body["id"] and lines[1]["key_prefix"] == body["prefix"]
+    assert all(line["ip"] == "127.0.0.1" for line in lines)
+    _assert_no_secret_in(server.log(), [key, wrong])
+    _assert_no_secret_in((workspaces / "api-keys.json").read_text(), [key])
+
+
+def test_a_spoofed_forwarded_for_does_not_pass_the_allowlist(live_server):
+    server = live_server(ALLOWED_IPS="10.0.0.0/8")
+    response = requests.get(server.url + "/api/whoami", headers={**ADMIN, "X-Forwarded-For": "10.0.0.1"}, timeout=10)
+    assert (response.status_code, response.json()) == (403, {"error": "Access denied from this IP address"})
+
+
+# -- start-up refusals ---------------------------------------------------------------------------------------------
+def _gunicorn(workspaces: Path, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **base_env(workspaces, **env), "HOST": "127.0.0.1", "PORT": str(free_port())}
+    return subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_several_workers_on_memory_storage_are_refused(workspaces):
+    result = _gunicorn(workspaces, WEB_CONCURRENCY="3", RATELIMIT_STORAGE_URI="memory://")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("askgate: configuration error: WEB_CONCURRENCY=3 needs shared rate-limit storage.")
+    assert "RATELIMIT_STORAGE_URI" in lines[0]
+
+
+def test_bad_config_stops_gunicorn_with_one_line(workspaces):
+    result = _gunicorn(workspaces, API_RATE_LIMIT="many")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "askgate: configuration error: API_RATE_LIMIT must be a whole number of requests per hour, got 'many'\n"
+    )
+
+
+# -- several workers on Redis --------------------------------------------------------------------------------------
+@pytest.mark.redis
+def test_a_revocation_through_one_worker_is_refused_by_another_at_once(live_server, redis_db, workspaces, pinned):
+    server = live_server(RATELIMIT_STORAGE_URI=redis_db, WEB_CONCURRENCY="2")
+    _create_user(workspaces)
+    (first, *_), (second, *_) = pinned(server, 1, 2).values()
+    assert first.pid != second.pid
+
+    status, _, body = first.call("POST", "/api/keys", ADMIN, {"name": "k", "user": "alice"})
+    assert status == 201
+    key = {"x-api-key": body["key"]}
+    for conn in (first, second):  # both workers have the key in their in-memory index
+        assert conn.call("GET", "/api/whoami", key)[0] == 200
+
+    status, _, revoked = first.call("PATCH", f"/api/keys/{body['id']}", ADMIN, {"active": False})
+    assert (status, revoked["status"]) == (200, "revoked")
+    status, response, refused = second.call("GET", "/api/whoami", key)
+    assert (status, refused) == (401, {"error": "Invalid API key"})
+    assert response.getheader("WWW-Authenticate") == "Bearer"
+    assert first.call("GET", "/api/whoami", key)[0] == 401
+
+
+@pytest.mark.redis
+def test_concurrent_creates_from_workers_and_the_cli_lose_no_key(live_server, redis_db, workspaces, pinned):
+    server = live_server(RATELIMIT_STORAGE_URI=redis_db, WEB_CONCURRENCY="2")
+    _create_user(workspaces)
+    connections = [conn for conns in pinned(server, 2, 2).values() for conn in conns]
+    per_connection = 6
+    created: list[dict] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(connections) + 1)
+
+    def create_many(conn: Pinned) -> None:
+        try:
+            start.wait()
+            for i in range(per_connection):
+                status, _, body = conn.call("POST", "/api/keys", ADMIN, {"name": f"{conn.pid}-{i}", "user": "alice"})
+                assert status == 201, body
+                created.append(body)
+        except BaseException as exc:  # reported by the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create_many, args=(conn,)) for conn in connections]
+    for thread in threads:
+        thread.start()
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "key", "create", "--user", "alice", "--name", "from-cli"],
+        cwd=workspaces.parent,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **base_env(workspaces)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    start.wait()
+    for thread in threads:
+        thread.join(60)
+    cli_out, cli_err = cli.communicate(timeout=60)
+    assert errors == []
+    assert cli.returncode == 0, cli_err
+
+    keys = [body["key"] for body in created] + [cli_out.strip()]
+    assert len(keys) == len(set(keys)) == len(connections) * per_connection + 1
+    stored = json.loads((workspaces / "api-keys.json").read_text())
+    assert len(stored["keys"]) == len(keys)
+    assert {r["id"] for r in stored["keys"]} >= {body["id"] for body in created}
+    for key in keys:
+        status, _, _ = connections[0].call("GET", "/api/whoami", {"x-api-key": key})
+        assert status == 200
+    _assert_no_secret_in((workspaces / "api-keys.json").read_text(), keys)
+    _assert_no_secret_in(server.log(), keys)
+
+
+@pytest.mark.redis
+def test_the_rate_limit_is_exact_across_workers(live_server, redis_db, workspaces, pinned):
+    import redis
+
+    limit, per_connection = 10, 3
+    server = live_server(RATELIMIT_STORAGE_URI=redis_db, WEB_CONCURRENCY="2", API_RATE_LIMIT=str(limit))
+    connections = [conn for conns in pinned(server, 4, 2).values() for conn in conns]
+    results: list[tuple[int, int, dict]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(connections))
+
+    def hammer(conn: Pinned) -> None:
+        start.wait()
+        for _ in range(per_connection):
+            status, response, body = conn.call("GET", "/api/whoami", {"x-api-key": CLIENT_KEY})
+            assert response.getheader("X-RateLimit-Limit") == str(limit)
+            if status == 429:
+                assert body == {"error": "Rate limit exceeded"}
+                assert 0 < int(response.getheader("Retry-After")) <= 3600
+            with lock:
+                results.append((conn.pid, status, body))
+
+    threads = [threading.Thread(target=hammer, args=(conn,)) for conn in connections]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    total = len(connections) * per_connection
+    assert len(results) == total > limit
+    statuses = Counter(status for _, status, _ in results)
+    assert statuses == {200: limit, 429: total - limit}
+    assert len({pid for pid, _, _ in results}) == 2  # both workers counted into the same bucket
+
+    # The other buckets are untouched; the limiter's storage names buckets, never keys.
+    assert connections[0].call("GET", "/api/whoami", ADMIN)[0] == 200
+    stored = b" ".join(redis.Redis.from_url(redis_db).keys("*"))
+    assert b"askgate" in stored
+    assert CLIENT_KEY.encode() not in stored and ADMIN_KEY.encode() not in stored
+
+
+@pytest.mark.redis
+def test_failed_attempts_are_limited_across_workers(live_server, redis_db, pinned):
+    server = live_server(RATELIMIT_STORAGE_URI=redis_db, WEB_CONCURRENCY="2", AUTH_FAILURE_LIMIT="4/minute")
+    (a, b), (c, d) = pinned(server, 2, 2).values()
+    statuses = [conn.call("GET", "/api/whoami", {"x-api-key": "guess"})[0] for conn in (a, c, b, d, a, c)]
+    assert statuses == [401, 401, 401, 401, 429, 429]
+    status, response, body = d.call("GET", "/api/whoami", ADMIN)
+    assert (status, body) == (429, {"error": "Rate limit exceeded"})
+    assert 0 < int(response.getheader("Retry-After")) <= 60
