@@ -269,3 +269,13 @@ def test_stale_leftovers_are_swept(root: Path, tmp_path: Path) -> None:
         os.utime(path, (day_ago, day_ago))
     import_workspace(root, "demo", _zip(tmp_path / "ok.zip", FILES))
     assert sorted(p.name for p in root.iterdir()) == [".import-fresh", ".index", "demo"]
+
+
+def test_a_broken_upload_is_named_by_its_own_file_name(root: Path) -> None:
+    with pytest.raises(ImportRefused) as refused:
+        import_archive_stream(root, "demo", io.BytesIO(b"not a zip at all"), "project.zip")
+
+    assert str(refused.value).startswith("'project.zip' is not a valid zip archive")
+    assert ".upload-" not in str(refused.value)
+    assert list_workspaces(root) == []
+    assert not [p for p in root.iterdir() if p.name.startswith((".upload-", ".import-"))]

@@ -80,9 +80,14 @@ def import_workspace(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_files: int = DEFAULT_MAX_FILES,
     replace: bool = False,
+    display_name: str | None = None,
 ) -> dict:
-    """Unpack ``source`` (folder, .zip, .tar.gz/.tgz) as workspace ``workspace_id``; return its totals."""
+    """Unpack ``source`` (folder, .zip, .tar.gz/.tgz) as workspace ``workspace_id``; return its totals.
+
+    ``display_name`` is how messages name the source (an upload's own file name, not our temp file).
+    """
     root, source = Path(root), Path(source)
+    shown = show(display_name or source.name)
     _check_id(workspace_id)
     kind = _source_kind(source)
     if kind == "folder" and root.resolve().is_relative_to(source.resolve()):
@@ -99,12 +104,12 @@ def import_workspace(
         try:
             {"folder": copy_folder, "zip": unpack_zip, "tar": unpack_tar}[kind](source, staging, budget)
         except CORRUPT as exc:
-            raise ImportRefused(f"{show(source.name)} is not a valid {kind} archive ({exc})") from None
+            raise ImportRefused(f"{shown} is not a valid {kind} archive ({exc})") from None
         except OSError as exc:
             # e.g. a member that is both a file and a folder, or a full disk
-            raise ImportRefused(f"Could not unpack {show(source.name)}: {exc.strerror or exc}") from None
+            raise ImportRefused(f"Could not unpack {shown}: {exc.strerror or exc}") from None
         if budget.files == 0:
-            raise ImportRefused(f"{show(source.name)} contains no files")
+            raise ImportRefused(f"{shown} contains no files")
         _install(root, workspace_id, staging, replace)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -161,7 +166,13 @@ def import_archive_stream(
                     raise ImportRefused(f"The upload is larger than {human(max_bytes)} (the limit)")
                 out.write(block)
         return import_workspace(
-            root, workspace_id, Path(temp_name), max_bytes=max_bytes, max_files=max_files, replace=replace
+            root,
+            workspace_id,
+            Path(temp_name),
+            max_bytes=max_bytes,
+            max_files=max_files,
+            replace=replace,
+            display_name=str(filename),
         )
     finally:
         os.unlink(temp_name)
