@@ -73,3 +73,8 @@ def _init_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+    # flask-limiter reports storage failure and recovery on its own logger, which has only a NullHandler.
+    limiter_log = logging.getLogger("flask-limiter")
+    if not any(h in limiter_log.handlers for h in root.handlers):
+        limiter_log.addHandler(root.handlers[0])
+        limiter_log.setLevel(logging.INFO)

@@ -136,7 +136,7 @@ class SharedJSONFile:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         except OSError as exc:
-            raise _write_error(self.lock_path, exc) from None
+            raise _write_error(self.path, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -150,6 +150,7 @@ class SharedJSONFile:
         If ``change`` raises, nothing is written. A corrupt file raises StoreUnavailable and is left alone.
         """
         with self._locked():
+            self._remove_stale_temp_files()
             data = self._parse()  # always fresh from disk under the lock
             result = change(data)
             self._write(data)
@@ -167,6 +168,13 @@ class SharedJSONFile:
             self._write(data)
         with self._mutex:
             self._signature = None
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files left by a writer killed mid-write; under the lock nobody else is writing one."""
+        for name in (self.path.name, self.backup_path.name):
+            for stale in self.path.parent.glob(f".{name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
 
     def _write(self, data: dict) -> None:
         payload = json.dumps(data, indent=1, sort_keys=True).encode("utf-8") + b"\n"

@@ -219,3 +219,16 @@ def test_concurrent_writers_in_several_processes_lose_nothing(path):
     assert set(items) == {f"{w}-{i}" for w in range(workers) for i in range(per_worker)}
     for w in range(workers):  # each writer's own order survives
         assert [x for x in items if x.startswith(f"{w}-")] == [f"{w}-{i}" for i in range(per_worker)]
+
+
+def test_a_change_sweeps_temp_files_left_by_a_writer_killed_mid_write(path):
+    doc = make_file(path)
+    doc.update(_append(1))
+    leftovers = [path.parent / f".{path.name}.dead1.tmp", path.parent / f".{path.name}.bak.dead2.tmp"]
+    for leftover in leftovers:
+        leftover.write_text('{"half": ')
+
+    doc.update(_append(2))
+
+    assert [p for p in leftovers if p.exists()] == []
+    assert json.loads(path.read_text())["items"] == [1, 2]
