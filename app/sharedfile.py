@@ -70,18 +70,23 @@ class SharedJSONFile:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
-    def _parse(self) -> dict:
+    def _load(self, path: Path) -> dict | None:
+        """The validated document at ``path``, None if there is no file; StoreUnavailable if it is bad."""
         try:
-            with open(self.path, encoding="utf-8") as fh:
+            with open(path, encoding="utf-8") as fh:
                 raw = json.load(fh)
         except FileNotFoundError:
-            return self._empty()
+            return None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StoreUnavailable(f"{self.path} cannot be read: {exc}") from None
+            raise StoreUnavailable(f"{path} cannot be read: {exc}") from None
         try:
             return self._validate(raw)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise StoreUnavailable(f"{self.path} is not a valid store file: {exc}") from None
+            raise StoreUnavailable(f"{path} is not a valid store file: {exc}") from None
+
+    def _parse(self) -> dict:
+        data = self._load(self.path)
+        return self._empty() if data is None else data
 
     def read(self) -> dict:
         """The current document, reloaded only if the file changed since the last look (one ``stat``)."""
@@ -117,17 +122,7 @@ class SharedJSONFile:
 
     def read_backup(self) -> dict | None:
         """The last good version (``*.bak``), validated, or None when there is none."""
-        try:
-            with open(self.backup_path, encoding="utf-8") as fh:
-                raw = json.load(fh)
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StoreUnavailable(f"{self.backup_path} cannot be read: {exc}") from None
-        try:
-            return self._validate(raw)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise StoreUnavailable(f"{self.backup_path} is not a valid store file: {exc}") from None
+        return self._load(self.backup_path)
 
     # -- writing -------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -241,3 +236,14 @@ def create_once(path: Path, text: str) -> bool:
         return True
     finally:
         os.unlink(tmp)
+
+
+def open_document(
+    name: str, *, workspaces_dir: Path | None, redis_client=None, redis_prefix: str = "askgate", **options
+):
+    """The store document ``name``: a file in ``workspaces_dir``, or a Redis key when a client is given."""
+    if redis_client is not None:
+        from app.redisdoc import RedisDocument
+
+        return RedisDocument(redis_client, f"{redis_prefix}:{name}", **options)
+    return SharedJSONFile(Path(workspaces_dir) / name, **options)

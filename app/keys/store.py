@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from app.keys.format import digest, display_prefix, generate_key, is_well_formed
-from app.sharedfile import SharedJSONFile
+from app.sharedfile import open_document
 
 FILE_NAME = "api-keys.json"
 SCHEMA_VERSION = 1
@@ -110,17 +110,15 @@ class KeyStore:
         self._by_id: dict[str, dict] = {}
         self._touched: dict[str, float] = {}
         self._touch_lock = threading.Lock()
-        options = {
-            "empty": lambda: {"version": SCHEMA_VERSION, "keys": []},
-            "validate": _validate,
-            "on_load": self._reindex,
-        }
-        if redis_client is not None:
-            from app.redisdoc import RedisDocument
-
-            self.file = RedisDocument(redis_client, f"{redis_prefix}:{FILE_NAME}", **options)
-        else:
-            self.file = SharedJSONFile(Path(workspaces_dir) / FILE_NAME, **options)
+        self.file = open_document(
+            FILE_NAME,
+            workspaces_dir=workspaces_dir,
+            redis_client=redis_client,
+            redis_prefix=redis_prefix,
+            empty=lambda: {"version": SCHEMA_VERSION, "keys": []},
+            validate=_validate,
+            on_load=self._reindex,
+        )
 
     def _reindex(self, data: dict) -> None:
         # Built once per change of the file, so a lookup is one dict access however many keys there are.

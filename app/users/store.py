@@ -10,7 +10,7 @@ from pathlib import Path
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.keys.store import iso, utcnow
-from app.sharedfile import SharedJSONFile
+from app.sharedfile import open_document
 
 FILE_NAME = "users.json"
 SCHEMA_VERSION = 1
@@ -117,17 +117,15 @@ class UserStore:
         """Users in ``workspaces_dir/users.json``, or in Redis when a client is given (several hosts)."""
         self._by_name: dict[str, dict] = {}
         self._by_id: dict[str, dict] = {}
-        options = {
-            "empty": lambda: {"version": SCHEMA_VERSION, "users": []},
-            "validate": _validate,
-            "on_load": self._reindex,
-        }
-        if redis_client is not None:
-            from app.redisdoc import RedisDocument
-
-            self.file = RedisDocument(redis_client, f"{redis_prefix}:{FILE_NAME}", **options)
-        else:
-            self.file = SharedJSONFile(Path(workspaces_dir) / FILE_NAME, **options)
+        self.file = open_document(
+            FILE_NAME,
+            workspaces_dir=workspaces_dir,
+            redis_client=redis_client,
+            redis_prefix=redis_prefix,
+            empty=lambda: {"version": SCHEMA_VERSION, "users": []},
+            validate=_validate,
+            on_load=self._reindex,
+        )
 
     def _reindex(self, data: dict) -> None:
         self._by_name = {r["username"].lower(): r for r in data["users"]}
