@@ -24,32 +24,11 @@ from app.keys.store import _validate as validate_key_document
 from app.users.store import UserStore
 from tests.conftest import ADMIN_KEY, PASSWORD, ROOT, base_env
 from tests.fake_llm import ANSWER, FakeLLM
-from tests.faultlib import (
-    add_user_on_page,
-    folder_snapshot,
-    generate_key_on_page,
-    gunicorn_servers,
-    login,
-    redis_server_binary,
-)
+from tests.faultlib import add_user_on_page, folder_snapshot, generate_key_on_page, login
 
 ADMIN = {"x-api-key": ADMIN_KEY}
 FULL_KEY_RE = re.compile(r"agk_[0-9A-Za-z]{40,}")
 QUESTION = "How is the session cookie saved?"
-
-
-@pytest.fixture
-def start_server(tmp_path: Path, workspaces: Path):
-    with gunicorn_servers(workspaces, tmp_path) as start:
-        yield start
-
-
-@pytest.fixture
-def shared_redis(request) -> str:
-    """conftest's flushed Redis database; without REDIS_URL or redis-server, a failure in CI, else a skip."""
-    if not os.environ.get("REDIS_URL"):
-        redis_server_binary()
-    return request.getfixturevalue("redis_db")
 
 
 def sha256(key: str) -> str:
@@ -60,10 +39,10 @@ def sha256(key: str) -> str:
 @pytest.mark.server
 @pytest.mark.redis
 def test_killing_workers_in_a_loop_never_shows_a_partial_file_nor_loses_a_created_key(
-    start_server, shared_redis, workspaces
+    start_server, redis_db, workspaces
 ):
     UserStore(workspaces).create("alice", PASSWORD)
-    server = start_server({"RATELIMIT_STORAGE_URI": shared_redis, "WEB_CONCURRENCY": "3"})
+    server = start_server({"RATELIMIT_STORAGE_URI": redis_db, "WEB_CONCURRENCY": "3"})
     server.wait_workers(3)
     store_file = workspaces / "api-keys.json"
     stop = threading.Event()
@@ -292,11 +271,6 @@ def test_a_read_only_folder_refuses_key_and_user_changes_and_leaves_every_file_a
 
 
 # -- corrupt store files ------------------------------------------------------------------------------------------
-def _page_csrf(client, path: str = "/account/security") -> str:
-    html = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
-
-
 def test_a_corrupt_key_file_fails_closed_and_is_never_overwritten(app, client, auth, workspaces):
     auth.create_user("alice")
     key = auth.new_key("alice", "first")
@@ -306,7 +280,7 @@ def test_a_corrupt_key_file_fails_closed_and_is_never_overwritten(app, client, a
     assert (workspaces / "api-keys.json.bak").read_bytes() == good
     assert (workspaces / "users.json.bak").read_bytes() == (workspaces / "users.json").read_bytes()
     auth.login("alice")
-    token = _page_csrf(client)  # the page lists keys, so take its form token while the store is healthy
+    token = auth.csrf("/account/security")  # the page lists keys, so take its form token while the store is healthy
 
     damaged = good[: len(good) // 2]  # what a non-atomic writer would leave after a crash
     key_file.write_bytes(damaged)

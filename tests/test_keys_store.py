@@ -27,19 +27,6 @@ def store(tmp_path: Path) -> KeyStore:
     return KeyStore(tmp_path)
 
 
-@pytest.fixture
-def parse_count(monkeypatch) -> list:
-    calls: list[str] = []
-    real_load = json.load
-
-    def counting_load(fh, *args, **kwargs):
-        calls.append(fh.name)
-        return real_load(fh, *args, **kwargs)
-
-    monkeypatch.setattr(sharedfile.json, "load", counting_load)
-    return calls
-
-
 def _file(store: KeyStore) -> dict:
     return json.loads(store.file.path.read_text())
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ADMIN_KEY, CLIENT_KEY
-from tests.faultlib import RedisServer, gunicorn_servers, pin_connections
+from tests.conftest import ADMIN_KEY, CLIENT_KEY, RedisServer
+from tests.procnet import pin_connections
 
 pytestmark = [pytest.mark.server, pytest.mark.redis]
 
@@ -34,12 +34,6 @@ def own_redis(tmp_path: Path):
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def start_server(tmp_path: Path, workspaces: Path):
-    with gunicorn_servers(workspaces, tmp_path) as start:
-        yield start
 
 
 def bucket_counts(redis_server: RedisServer, env_key: str) -> list[int]:

@@ -6,21 +6,20 @@ a known worker: the worker holding a connection is read from /proc (Linux), not 
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import ADMIN_KEY, CLIENT_KEY, PASSWORD, ROOT, base_env, free_port
+from tests.conftest import ADMIN_KEY, CLIENT_KEY, PASSWORD, ROOT, base_env, free_port, gunicorn_command, server_env
+from tests.procnet import PinnedConnection, pin_by_worker
 
 pytestmark = pytest.mark.server
 
@@ -28,79 +27,17 @@ KEY_RE = re.compile(r"agk_[0-9A-Za-z]{40,}")
 ADMIN = {"x-api-key": ADMIN_KEY}
 
 
-# -- connections pinned to a worker -------------------------------------------------------------------------------
-def _server_side_inodes(server_port: int, client_port: int) -> set[str]:
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for row in rows:
-            fields = row.split()
-            local, remote, inode = fields[1], fields[2], fields[9]
-            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
-                inodes.add(inode)
-    return inodes
-
-
-def _pid_holding(inodes: set[str], pids: list[int]) -> int | None:
-    for pid in pids:
-        try:
-            fds = list(Path(f"/proc/{pid}/fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:[") and target[8:-1] in inodes:
-                return pid
-    return None
-
-
-class Pinned:
-    """One kept-alive HTTP connection, and the worker process that accepted it."""
-
-    def __init__(self, server) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        self.call("GET", "/api/health")  # accepted and served: some worker holds it now
-        client_port = self.conn.sock.getsockname()[1]
-        self.pid = _pid_holding(_server_side_inodes(server.port, client_port), server.worker_pids())
-
-    def call(self, method: str, path: str, headers: dict | None = None, body: dict | None = None):
-        payload = json.dumps(body).encode() if body is not None else None
-        all_headers = {"Content-Type": "application/json", **(headers or {})} if payload else dict(headers or {})
-        self.conn.request(method, path, body=payload, headers=all_headers)
-        response = self.conn.getresponse()
-        raw = response.read()
-        assert response.getheader("Connection", "").lower() != "close", "the worker dropped the connection"
-        return response.status, response, (json.loads(raw) if raw else None)
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 @pytest.fixture
 def pinned():
-    """``pinned(server, per_worker, workers)`` -> {pid: [Pinned, ...]} with connections on every worker."""
+    """``pinned(server, per_worker, workers)`` -> {pid: [PinnedConnection, ...]}, closed after the test."""
     if not Path("/proc/net/tcp").exists():
         pytest.skip("needs Linux /proc to see which worker holds a connection")
-    opened: list[Pinned] = []
+    opened: list[PinnedConnection] = []
 
-    def connect(server, per_worker: int, workers: int) -> dict[int, list[Pinned]]:
-        by_worker: dict[int, list[Pinned]] = {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            pids = server.worker_pids()
-            if len(pids) == workers and all(len(by_worker.get(pid, [])) >= per_worker for pid in pids):
-                return by_worker
-            conn = Pinned(server)
-            opened.append(conn)
-            if conn.pid is not None and len(by_worker.setdefault(conn.pid, [])) < per_worker:
-                by_worker[conn.pid].append(conn)
-        raise AssertionError(f"could not reach {workers} workers: {Counter(c.pid for c in opened)}")
+    def connect(server, per_worker: int, workers: int) -> dict[int, list[PinnedConnection]]:
+        by_worker = pin_by_worker(server, workers, per_worker)
+        opened.extend(conn for conns in by_worker.values() for conn in conns)
+        return by_worker
 
     yield connect
     for conn in opened:  # idle keep-alive connections would hold up gunicorn's graceful stop
@@ -177,11 +114,10 @@ def test_a_spoofed_forwarded_for_does_not_pass_the_allowlist(live_server):
 
 # -- start-up refusals ---------------------------------------------------------------------------------------------
 def _gunicorn(workspaces: Path, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **base_env(workspaces, **env), "HOST": "127.0.0.1", "PORT": str(free_port())}
     return subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        gunicorn_command(),
         cwd=ROOT,
-        env=full_env,
+        env=server_env(workspaces, free_port(), **env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -238,7 +174,7 @@ def test_concurrent_creates_from_workers_and_the_cli_lose_no_key(live_server, re
     errors: list[BaseException] = []
     start = threading.Barrier(len(connections) + 1)
 
-    def create_many(conn: Pinned) -> None:
+    def create_many(conn: PinnedConnection) -> None:
         try:
             start.wait()
             for i in range(per_connection):
@@ -289,7 +225,7 @@ def test_the_rate_limit_is_exact_across_workers(live_server, redis_db, workspace
     lock = threading.Lock()
     start = threading.Barrier(len(connections))
 
-    def hammer(conn: Pinned) -> None:
+    def hammer(conn: PinnedConnection) -> None:
         start.wait()
         for _ in range(per_connection):
             status, response, body = conn.call("GET", "/api/whoami", {"x-api-key": CLIENT_KEY})

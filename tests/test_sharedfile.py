@@ -44,20 +44,6 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "data.json"
 
 
-@pytest.fixture
-def parse_count(monkeypatch) -> list:
-    """Counts real JSON parses of a store file in this process."""
-    calls: list[str] = []
-    real_load = json.load
-
-    def counting_load(fh, *args, **kwargs):
-        calls.append(fh.name)
-        return real_load(fh, *args, **kwargs)
-
-    monkeypatch.setattr(sharedfile.json, "load", counting_load)
-    return calls
-
-
 def test_missing_file_is_an_empty_document_and_reading_creates_nothing(path):
     shared = make_file(path)
     assert shared.read() == {"version": 1, "items": []}
