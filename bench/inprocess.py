@@ -1,0 +1,415 @@
+"""In-process micro-benchmarks: the cost of each guard, per call, without a network in the way.
+
+Stores are written straight to disk with pre-computed digests (10 to 100,000 keys in a second or two);
+principal resolution runs inside ``app.test_request_context`` the way the request hook calls it.
+Each figure is the median of several timed batches, each batch sized to take about ``batch_seconds``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import ipaddress
+import json
+import logging
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from werkzeug.test import EnvironBuilder
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app import create_app  # noqa: E402
+from app.auth.ipallow import IPAllowlist  # noqa: E402
+from app.auth.principal import Principal, resolve_principal  # noqa: E402
+from app.config import load_config, parse_allowed_ips  # noqa: E402
+from app.keys import format as keyformat  # noqa: E402
+from app.keys.store import FILE_NAME, SCHEMA_VERSION, iso, utcnow  # noqa: E402
+from app.sharedfile import atomic_write  # noqa: E402
+from app.users.store import UserStore  # noqa: E402
+from bench.bare_app import REFERENCE_PATH  # noqa: E402
+from bench.bare_app import create_app as create_bare_app  # noqa: E402
+
+PASSWORD = "bench password 1234"
+ADMIN_KEY = "bench-admin-" + "a" * 40
+CLIENT_KEY = "bench-client-" + "c" * 40
+STORE_SIZES = (10, 10_000, 100_000)
+RESOLVE_BY_SIZE = "resolve_principal: dashboard key in a store of"
+CLIENT_IP = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Timing:
+    name: str
+    median_us: float
+    min_us: float
+    calls: int
+    note: str = ""
+
+
+def _calibrate(fn: Callable[[], object], batch_seconds: float) -> int:
+    """How many calls make a batch of about ``batch_seconds``."""
+    fn()  # warm: first-call work (lazy imports, a first last_used_at write) is not what we measure
+    number = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= batch_seconds / 5 or number >= 1_000_000:
+            break
+        number *= 4
+    return max(1, int(number * batch_seconds / max(elapsed, 1e-9)))
+
+
+def _batches(fn: Callable[[], object], number: int, batches: int) -> list[float]:
+    per_call = []
+    for _ in range(batches):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        per_call.append((time.perf_counter() - start) / number * 1e6)
+    return per_call
+
+
+def measure(name: str, fn: Callable[[], object], *, batch_seconds: float = 0.04, batches: int = 7, note: str = ""):
+    """Per-call µs: the median and the best of ``batches`` batches, each sized to about ``batch_seconds``."""
+    number = _calibrate(fn, batch_seconds)
+    per_call = _batches(fn, number, batches)
+    return Timing(name, statistics.median(per_call), min(per_call), number * batches, note)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark: ``setup()`` is a context manager that yields the function to time."""
+
+    name: str
+    setup: Callable[[], contextlib.AbstractContextManager[Callable[[], object]]]
+    note: str = ""
+
+
+def run_cases(cases: list[Case], rounds: int = 5, batches: int = 2, batch_seconds: float = 0.03) -> list[Timing]:
+    """Time every case in ``rounds`` interleaved rounds, so a burst of load elsewhere hits all of them alike."""
+    numbers: dict[str, int] = {}
+    samples: dict[str, list[float]] = {case.name: [] for case in cases}
+    for _ in range(rounds):
+        for case in cases:
+            with case.setup() as fn:
+                if case.name not in numbers:
+                    numbers[case.name] = _calibrate(fn, batch_seconds)
+                samples[case.name] += _batches(fn, numbers[case.name], batches)
+    return [
+        Timing(
+            c.name,
+            statistics.median(samples[c.name]),
+            min(samples[c.name]),
+            numbers[c.name] * len(samples[c.name]),
+            c.note,
+        )
+        for c in cases
+    ]
+
+
+def plain(name: str, fn: Callable[[], object], note: str = "") -> Case:
+    return Case(name, lambda: contextlib.nullcontext(fn), note)
+
+
+def measure_each(name: str, fn: Callable[[], object], calls: int, note: str = "") -> Timing:
+    """Per-call µs for slow operations (milliseconds each): every call timed on its own."""
+    fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e6)
+    return Timing(name, statistics.median(times), min(times), calls, note)
+
+
+# -- fixtures ------------------------------------------------------------------------------------------
+def _random_key(rng: random.Random) -> str:
+    body = "".join(rng.choices(keyformat.ALPHABET, k=keyformat.RANDOM_LENGTH))
+    return keyformat.PREFIX + body + keyformat.checksum(body)
+
+
+def write_key_store(workspaces: Path, count: int, owner: str, seed: int = 6) -> str:
+    """Write ``api-keys.json`` with ``count`` active keys of ``owner``; returns one raw key (the last)."""
+    rng = random.Random(seed)
+    stamp = iso(utcnow())
+    records = []
+    raw = ""
+    for n in range(count):
+        raw = _random_key(rng)
+        records.append(
+            {
+                "id": f"key_{n:016x}",
+                "name": f"bench-{n}",
+                "owner": owner,
+                "prefix": keyformat.display_prefix(raw),
+                "digest": keyformat.digest(raw),
+                "created_at": stamp,
+                "expires_at": None,
+                "revoked_at": None,
+                "last_used_at": None,
+            }
+        )
+    payload = json.dumps({"version": SCHEMA_VERSION, "keys": records}, indent=1, sort_keys=True).encode() + b"\n"
+    atomic_write(workspaces / FILE_NAME, payload)
+    return raw
+
+
+def make_workspace(root: Path, name: str, keys: int) -> tuple[Path, str]:
+    workspaces = root / name
+    workspaces.mkdir()
+    UserStore(workspaces).create("bench", PASSWORD, "member")
+    return workspaces, write_key_store(workspaces, keys, "bench")
+
+
+def make_app(workspaces: Path, **env: str):
+    settings = {
+        "WORKSPACES_DIR": str(workspaces),
+        "SECRET_KEY": "bench-secret-key",
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "VALID_API_KEYS": CLIENT_KEY,
+        "API_RATE_LIMIT": "100000000",
+        "RATELIMIT_STORAGE_URI": "memory://",
+    }
+    settings.update(env)
+    return create_app(load_config(settings))
+
+
+def quiet_access_log() -> None:
+    """The access log still formats and writes every line, just not to the terminal."""
+    for handler in logging.getLogger("askgate.access").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115  (lives as long as the process)
+
+
+def resolve_case(app, name: str, headers: dict[str, str], expect: str, note: str = "") -> Case:
+    """``resolve_principal`` inside a test request context, as the hook calls it once per request.
+
+    flask-login caches the current user in ``g`` for the rest of a request; each call drops that cache so
+    it pays what the first call of a real request pays.
+    """
+
+    @contextlib.contextmanager
+    def setup():
+        with app.test_request_context("/api/whoami", headers=headers, environ_base={"REMOTE_ADDR": CLIENT_IP}):
+            from flask import g, request
+
+            req = request._get_current_object()
+
+            def resolve():
+                g.pop("_login_user", None)
+                return resolve_principal(req)
+
+            resolve()  # a refusal's first call counts the failure that may throttle the second
+            result = resolve()
+            got = result.auth_method if isinstance(result, Principal) else f"{result.status} {result.outcome}"
+            if got != expect:
+                raise RuntimeError(f"{name}: expected {expect}, got {got}")
+            yield resolve
+
+    return Case(name, setup, note)
+
+
+def _networks(count: int, rng: random.Random) -> str:
+    """``count`` distinct ranges in 10.0.0.0/8 with prefix lengths /8 to /32, never covering 192.0.2.1."""
+    entries = set()
+    while len(entries) < count:
+        prefix = rng.randint(9, 32)
+        address = ipaddress.IPv4Address(0x0A000000 | rng.getrandbits(24))
+        entries.add(str(ipaddress.ip_network(f"{address}/{prefix}", strict=False)))
+    return ",".join(sorted(entries))
+
+
+def wsgi_caller(app, path: str, headers: dict[str, str]) -> Callable[[], None]:
+    """One request through ``app``'s WSGI callable, as gunicorn makes it, minus the server."""
+    environ = EnvironBuilder(path=path, headers=headers, environ_base={"REMOTE_ADDR": CLIENT_IP}).get_environ()
+    statuses = []
+
+    def start_response(status, headers, exc_info=None):
+        statuses.append(status)
+
+    def call() -> None:
+        env = dict(environ)
+        env["wsgi.input"] = io.BytesIO(b"")
+        body = app(env, start_response)
+        for _ in body:
+            pass
+        body.close()
+
+    call()
+    if not statuses[-1].startswith("200"):
+        raise RuntimeError(f"{path} answered {statuses[-1]}")
+    return call
+
+
+def redis_round_trips(workspaces: Path, raw: str, scratch: Path, log=print) -> list[Timing]:
+    """Redis round trips per authenticated request (counted at the client), and what they cost in process."""
+    import redis.connection
+
+    from bench.e2e import RedisServer
+
+    if not shutil.which("redis-server"):
+        log("  no redis-server: Redis rows skipped")
+        return []
+    server = RedisServer(scratch)
+    sent = [0]
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent[0] += 1  # one packed send is one round trip (a pipeline or a script call included)
+        return original(self, command, check_health)
+
+    def trips_per_call(fn: Callable[[], object], calls: int = 100) -> float:
+        sent[0] = 0
+        for _ in range(calls):
+            fn()
+        return sent[0] / calls
+
+    try:
+        app = make_app(workspaces, RATELIMIT_STORAGE_URI=server.url)
+        quiet_access_log()
+        redis.connection.AbstractConnection.send_packed_command = counting
+        cases = [
+            Case(c.name, c.setup, f"{trips_per_call(c.setup().__enter__()):g} Redis round trips per request")
+            for c in (
+                plain(
+                    "WSGI call: /api/whoami dashboard key, Redis storage",
+                    wsgi_caller(app, "/api/whoami", {"x-api-key": raw}),
+                ),
+                plain(
+                    "WSGI call: /api/whoami admin key, Redis storage",
+                    wsgi_caller(app, "/api/whoami", {"x-api-key": ADMIN_KEY}),
+                ),
+            )
+        ]
+        resolve = resolve_case(
+            app, "resolve_principal: dashboard key, Redis storage", {"x-api-key": raw}, "dashboard_key"
+        )
+        with resolve.setup() as fn:
+            note = f"{trips_per_call(fn):g} Redis round trip(s) per call"
+        cases.append(Case(resolve.name, resolve.setup, note))
+        rows = run_cases(cases, rounds=3)
+        log("  Redis round trips done")
+        return rows
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = original
+        server.stop()
+
+
+# -- the benchmarks ------------------------------------------------------------------------------------
+def run(log=print) -> list[Timing]:
+    results: list[Timing] = []
+    scratch = Path(tempfile.mkdtemp(prefix="askgate-bench-inproc-"))
+    # create_app logs the setup token etc.; none of that belongs in the table.
+    logging.getLogger("askgate").setLevel(logging.WARNING)
+    try:
+        apps = {}
+        for size in STORE_SIZES:
+            start = time.perf_counter()
+            workspaces, raw = make_workspace(scratch, f"ws-{size}", size)
+            app = make_app(workspaces)
+            with app.app_context():
+                app.extensions["askgate"].keys.file.read()  # the first parse is the reload row's business
+            apps[size] = (app, workspaces, raw)
+            log(f"  store with {size:>7,} keys ready in {time.perf_counter() - start:.1f} s")
+        app10k, ws10k, raw10k = apps[10_000]
+        # A refusal counts a failed attempt; with the default 20/minute the loop would be timing the 429 path.
+        refuse_app = make_app(ws10k, AUTH_FAILURE_LIMIT="100000000/minute")
+        throttle_app = make_app(ws10k, AUTH_FAILURE_LIMIT="1/hour")
+        quiet_access_log()
+        unknown = _random_key(random.Random(99))
+
+        cases = [
+            resolve_case(app, f"{RESOLVE_BY_SIZE} {size:,} keys", {"x-api-key": raw}, "dashboard_key")
+            for size, (app, _, raw) in apps.items()
+        ]
+        cases += [
+            resolve_case(app10k, "resolve_principal: admin env key", {"x-api-key": ADMIN_KEY}, "admin_key"),
+            resolve_case(
+                app10k, "resolve_principal: client env key", {"Authorization": f"Bearer {CLIENT_KEY}"}, "client_key"
+            ),
+            resolve_case(
+                refuse_app,
+                "resolve_principal: refused key (401)",
+                {"x-api-key": unknown},
+                "401 invalid",
+                "well-formed, unknown; AUTH_FAILURE_LIMIT raised so it stays 401",
+            ),
+            resolve_case(
+                throttle_app,
+                "resolve_principal: throttled IP (429)",
+                {"x-api-key": unknown},
+                "429 throttled",
+                "the IP used up its failed attempts",
+            ),
+        ]
+        rng = random.Random(1)
+        for count in (1, 1000):
+            allowlist = IPAllowlist(parse_allowed_ips(_networks(count, rng)))
+            cases.append(
+                plain(f"IP allowlist: {count:,} CIDR entries, address refused", partial(allowlist.allowed, "192.0.2.1"))
+            )
+        allowlist = IPAllowlist(parse_allowed_ips(_networks(999, rng) + ",192.0.2.0/24"))
+        cases.append(
+            plain("IP allowlist: 1,000 CIDR entries, address allowed", partial(allowlist.allowed, "192.0.2.1"))
+        )
+        store = app10k.extensions["askgate"].keys
+        cases.append(plain("key store: stat-based reload check, unchanged", store.file.read, "10,000 keys"))
+        # Whole requests through the WSGI stack (no server, no network): where the end-to-end gap comes from.
+        cases += [
+            plain("WSGI call: bare Flask reference", wsgi_caller(create_bare_app(), REFERENCE_PATH, {}), "no server"),
+            plain("WSGI call: /api/health", wsgi_caller(app10k, "/api/health", {})),
+            plain(
+                "WSGI call: /api/whoami dashboard key",
+                wsgi_caller(app10k, "/api/whoami", {"x-api-key": raw10k}),
+                "memory storage, 10,000 keys",
+            ),
+        ]
+        results += run_cases(cases)
+        log("  principal, allowlist, stat check and WSGI calls done (5 interleaved rounds)")
+
+        path = store.file.path
+        tick = [os.stat(path).st_mtime_ns]
+
+        def touch_and_read():
+            tick[0] += 1000
+            os.utime(path, ns=(tick[0], tick[0]))  # a change as another process's write looks to us
+            store.file.read()
+
+        results.append(measure_each("key store: full reload after a change, 10,000 keys", touch_and_read, 15))
+        with app10k.app_context():
+            results.append(
+                measure_each(
+                    "key store: create a key at 10,000 keys",
+                    lambda: store.create("bench", "new"),
+                    15,
+                    "lock, parse, write + fsync file and backup",
+                )
+            )
+        log("  store reload and create done")
+
+        # Last, because flask-limiter's Limiter is one object and the latest init_app picks its storage.
+        results += redis_round_trips(ws10k, raw10k, scratch, log)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return results
+
+
+if __name__ == "__main__":
+    with contextlib.redirect_stderr(io.StringIO()):
+        timings = run()
+    for t in timings:
+        print(f"{t.name:<60} {t.median_us:10.2f} µs  (best {t.min_us:.2f})  {t.note}")
