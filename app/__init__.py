@@ -8,6 +8,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Config, ConfigError, load_config, load_dotenv_files
+from app.sessions import CachedSerializerSessionInterface
 
 
 def create_app(config: Config | None = None, overrides: dict | None = None) -> Flask:
@@ -20,6 +21,7 @@ def create_app(config: Config | None = None, overrides: dict | None = None) -> F
             # One clear line instead of a traceback, for gunicorn, flask CLI and imports alike.
             raise SystemExit(f"askgate: configuration error: {exc}") from None
     app = Flask(__name__)
+    app.session_interface = CachedSerializerSessionInterface()
     app.config.update(config.flask_settings())
     app.config.update(overrides or {})
     config.workspaces_dir.mkdir(parents=True, exist_ok=True)
@@ -29,13 +31,11 @@ def create_app(config: Config | None = None, overrides: dict | None = None) -> F
         n = config.trusted_proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
 
-    from app.services import init_services
-
-    init_services(app, config)
     _init_logging()
 
     from app.auth.hook import configure_access_log
     from app.extensions import csrf, limiter, login_manager
+    from app.services import init_services
 
     configure_access_log()
     csrf.init_app(app)
@@ -43,6 +43,7 @@ def create_app(config: Config | None = None, overrides: dict | None = None) -> F
     # Registered before the limiter so that it runs after the limiter's header injection.
     app.after_request(_retry_after_only_on_429)
     limiter.init_app(app)
+    init_services(app, config, limiter.storage)
 
     from app import errors, security, setup, web
     from app.api.routes import bp as api_bp

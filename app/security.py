@@ -27,11 +27,18 @@ HEADERS = {
 }
 
 
+_HEADER_LIST = list(HEADERS.items())
+
+
 def add_security_headers(response: Response) -> Response:
-    for name, value in HEADERS.items():
-        response.headers.setdefault(name, value)
+    headers = response.headers
+    if "Content-Security-Policy" in headers:  # a view chose its own: keep whatever it set
+        for name, value in _HEADER_LIST:
+            headers.setdefault(name, value)
+    else:
+        headers.extend(_HEADER_LIST)  # one pass, not a scan of the list per header
     if response.mimetype == "text/html":
-        response.headers.setdefault("Cache-Control", "no-store")
+        headers.setdefault("Cache-Control", "no-store")
     return response
 
 

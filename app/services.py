@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
 from app.ask.llm import LLMSettings
 from app.auth.ipallow import IPAllowlist
+from app.auth.limits import ClientLimits
 from app.config import Config
 from app.keys.store import KeyStore
 from app.storeadmin import Stores
@@ -24,11 +26,13 @@ class Services:
     allowlist: IPAllowlist
     env_keys: tuple[tuple[bytes, str, str], ...]  # (key bytes, auth method, rate-limit bucket)
     llm: LLMSettings
+    limits: ClientLimits
+    session_cookie: str
+    principals: dict = field(default_factory=dict)  # the auth hook's cache, see app.auth.principal
 
 
-def init_services(app: Flask, config: Config) -> Services:
-    import hashlib
-
+def init_services(app: Flask, config: Config, limiter_storage=None) -> Services:
+    """Build the long-lived objects once per app; ``limiter_storage`` is flask-limiter's storage."""
     env_keys: list[tuple[bytes, str, str]] = []
     if config.admin_api_key:
         env_keys.append((config.admin_api_key.encode(), "admin_key", "env:admin"))
@@ -44,6 +48,8 @@ def init_services(app: Flask, config: Config) -> Services:
         allowlist=IPAllowlist(config.allowed_ips),
         env_keys=tuple(env_keys),
         llm=LLMSettings(config.llm_base_url, config.llm_model, config.llm_api_key, config.llm_timeout),
+        limits=ClientLimits(config.api_rate_limit, config.auth_failure_limit, limiter_storage),
+        session_cookie=app.config["SESSION_COOKIE_NAME"],
     )
     app.extensions[EXTENSION_NAME] = svc
     return svc

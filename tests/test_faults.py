@@ -42,7 +42,7 @@ def test_killing_workers_in_a_loop_never_shows_a_partial_file_nor_loses_a_create
     start_server, redis_db, workspaces
 ):
     UserStore(workspaces).create("alice", PASSWORD)
-    server = start_server({"RATELIMIT_STORAGE_URI": redis_db, "WEB_CONCURRENCY": "3"})
+    server = start_server({"RATELIMIT_STORAGE_URI": redis_db, "WEB_CONCURRENCY": "3", "API_RATE_LIMIT": "1000000"})
     server.wait_workers(3)
     store_file = workspaces / "api-keys.json"
     stop = threading.Event()

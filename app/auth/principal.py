@@ -9,10 +9,8 @@ from dataclasses import dataclass
 
 from flask import Request, g, request
 from flask_login import current_user
-from limits import parse as parse_limit
 
-from app.extensions import limiter
-from app.keys.store import key_status, public_view
+from app.keys.store import key_status, parse_iso, public_view
 from app.services import services
 from app.sharedfile import StoreUnavailable, StoreWriteError
 
@@ -75,39 +73,19 @@ def _constant_time_equal(candidate: bytes, secret: bytes) -> bool:
     return hmac.compare_digest(candidate, secret)
 
 
-def _failure_limit():
-    return parse_limit(services().config.auth_failure_limit)
-
-
-def _failures_exceeded(ip: str) -> dict | None:
-    """The 429 headers if the IP has used up its failed attempts, else None."""
-    item = _failure_limit()
-    try:
-        if limiter.limiter.test(item, "authfail", ip):
-            return None
-        reset_at, _ = limiter.limiter.get_window_stats(item, "authfail", ip)
-    except Exception:  # storage down: flask-limiter logs it once and switches to its in-memory fallback
-        log.debug("rate-limit storage unreachable while checking failed attempts for %s", ip)
-        return None
-    return {
-        "Retry-After": str(max(1, int(reset_at - time.time()))),
-        "X-RateLimit-Limit": str(item.amount),
-        "X-RateLimit-Remaining": "0",
-        "X-RateLimit-Reset": str(int(reset_at)),
-    }
-
-
-def _record_failure(ip: str) -> None:
-    try:
-        limiter.limiter.hit(_failure_limit(), "authfail", ip)
-    except Exception:
-        log.debug("rate-limit storage unreachable while counting a failed attempt from %s", ip)
+def _failure(ip: str, status: str) -> AuthFailure:
+    """A wrong, revoked or expired key: count it against the IP; over the limit it is a 429."""
+    throttled = services().limits.record_failure(ip)
+    if throttled is not None:
+        return AuthFailure(429, "Rate limit exceeded", "throttled", headers=throttled)
+    return AuthFailure(401, "Invalid API key", status)
 
 
 def resolve_principal(req: Request) -> Principal | AuthFailure:
     """Decide who ``req`` is, in the documented order. Never raises."""
     svc = services()
-    if current_user.is_authenticated:
+    # flask-login is asked only when a session cookie came along: a script's key request pays nothing.
+    if svc.session_cookie in req.cookies and current_user.is_authenticated:
         user = current_user._get_current_object()
         return Principal("session", user.username, user.role, None, f"user:{user.id}")
 
@@ -119,8 +97,8 @@ def resolve_principal(req: Request) -> Principal | AuthFailure:
     if not svc.allowlist.allowed(ip):
         return AuthFailure(403, "Access denied from this IP address", "ip_denied")
 
-    throttled = _failures_exceeded(ip)
-    if throttled is not None:
+    throttled = svc.limits.throttled(ip)
+    if throttled is not None:  # refused before the key is looked at, right or wrong
         return AuthFailure(429, "Rate limit exceeded", "throttled", headers=throttled)
 
     store_down = False
@@ -143,27 +121,46 @@ def resolve_principal(req: Request) -> Principal | AuthFailure:
 
     if store_down:
         return AuthFailure(503, "Key store unavailable", "store_unavailable")
-    _record_failure(ip)
-    return AuthFailure(401, "Invalid API key", "invalid")
+    return _failure(ip, "invalid")
+
+
+_NEVER = float("inf")
 
 
 def _dashboard_principal(record: dict, ip: str) -> Principal | AuthFailure:
     svc = services()
-    if key_status(record) != "active":
-        _record_failure(ip)
-        return AuthFailure(401, "Invalid API key", key_status(record))
     try:
-        owner = svc.users.get(record["owner"])
+        svc.users.file.read()  # one stat: reloads if users.json changed
     except StoreUnavailable:
         return AuthFailure(503, "Key store unavailable", "store_unavailable")
-    if owner is None or owner.disabled:
-        _record_failure(ip)
-        return AuthFailure(401, "Invalid API key", "owner_disabled")
+    # services().principals: digest -> (key-store generation, user-store generation, expiry epoch, principal).
+    # An entry is reused only while neither store has reloaded, so a revocation or a disabled owner counts at once.
+    principals = svc.principals
+    cached = principals.get(record["digest"])
+    if cached and cached[:2] == (svc.keys.generation, svc.users.generation) and time.time() < cached[2]:
+        principal = cached[3]
+    else:
+        status = key_status(record)
+        if status != "active":
+            return _failure(ip, status)
+        owner = svc.users.get(record["owner"])
+        if owner is None or owner.disabled:
+            return _failure(ip, "owner_disabled")
+        principal = Principal("dashboard_key", owner.username, owner.role, record, f"key:{record['id']}")
+        expires = parse_iso(record["expires_at"])
+        if len(principals) > 100_000:
+            principals.clear()
+        principals[record["digest"]] = (
+            svc.keys.generation,
+            svc.users.generation,
+            expires.timestamp() if expires else _NEVER,
+            principal,
+        )
     try:
         svc.keys.mark_used(record)
     except (StoreUnavailable, StoreWriteError) as exc:
         log.warning("could not record last use of key %s: %s", record["id"], exc)
-    return Principal("dashboard_key", owner.username, owner.role, record, f"key:{record['id']}")
+    return principal
 
 
 def current_principal() -> Principal | None:

@@ -108,8 +108,9 @@ class KeyStore:
         """Keys in ``workspaces_dir/api-keys.json``, or in Redis when a client is given (several hosts)."""
         self._by_digest: dict[str, dict] = {}
         self._by_id: dict[str, dict] = {}
-        self._touched: dict[str, float] = {}
+        self._next_touch: dict[str, float] = {}  # key id -> monotonic time its next write may happen
         self._touch_lock = threading.Lock()
+        self.generation = 0  # moves on every reload: lets callers cache what they derive from records
         self.file = open_document(
             FILE_NAME,
             workspaces_dir=workspaces_dir,
@@ -124,6 +125,7 @@ class KeyStore:
         # Built once per change of the file, so a lookup is one dict access however many keys there are.
         self._by_digest = {record["digest"]: record for record in data["keys"]}
         self._by_id = {record["id"]: record for record in data["keys"]}
+        self.generation += 1
 
     # -- lookups (hot path) ---------------------------------------------------------------------------
     def lookup(self, raw_key: str) -> dict | None:
@@ -207,16 +209,20 @@ class KeyStore:
 
     def mark_used(self, record: dict, now: datetime | None = None) -> None:
         """Record a use, writing the file at most about once a minute per key across all processes."""
+        key_id = record["id"]
+        mono = time.monotonic()
+        if mono < self._next_touch.get(key_id, 0.0):
+            return  # the hot path: one dict lookup
+        with self._touch_lock:  # one thread of this process writes; the others see the gate closed
+            if mono < self._next_touch.get(key_id, 0.0):
+                return
+            self._next_touch[key_id] = mono + LAST_USED_RESOLUTION.total_seconds()
         now = now or utcnow()
         last = parse_iso(record.get("last_used_at"))
         if last and now - last < LAST_USED_RESOLUTION:
+            # Another process wrote it recently; look again when that minute is over.
+            self._next_touch[key_id] = mono + (LAST_USED_RESOLUTION - (now - last)).total_seconds()
             return
-        key_id = record["id"]
-        with self._touch_lock:
-            # Another thread of this process may be writing it right now.
-            if time.monotonic() - self._touched.get(key_id, -1e9) < LAST_USED_RESOLUTION.total_seconds():
-                return
-            self._touched[key_id] = time.monotonic()
         stamp = iso(now)
 
         def change(data: dict) -> None:

@@ -117,6 +117,7 @@ class UserStore:
         """Users in ``workspaces_dir/users.json``, or in Redis when a client is given (several hosts)."""
         self._by_name: dict[str, dict] = {}
         self._by_id: dict[str, dict] = {}
+        self.generation = 0  # moves on every reload: lets callers cache what they derive from users
         self.file = open_document(
             FILE_NAME,
             workspaces_dir=workspaces_dir,
@@ -130,6 +131,7 @@ class UserStore:
     def _reindex(self, data: dict) -> None:
         self._by_name = {r["username"].lower(): r for r in data["users"]}
         self._by_id = {r["id"]: r for r in data["users"]}
+        self.generation += 1
 
     def count(self) -> int:
         return len(self.file.read()["users"])
