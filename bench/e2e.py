@@ -30,10 +30,8 @@ if str(ROOT) not in sys.path:
 from app.keys.store import KeyStore  # noqa: E402
 from app.users.store import UserStore  # noqa: E402
 from bench.bare_app import REFERENCE_PATH  # noqa: E402
+from bench.common import ADMIN_KEY, CLIENT_KEY, PASSWORD  # noqa: E402
 
-PASSWORD = "bench password 1234"
-ADMIN_KEY = "bench-admin-" + "a" * 40
-CLIENT_KEY = "bench-client-" + "c" * 40
 USER_AGENT = "askgate-bench"  # the same for login and load, so flask-login's session protection stays quiet
 NO_LIMIT = "100000000"  # requests per hour: the limiter does all its work but never refuses
 REFERENCE_NAME = "bare Flask reference"

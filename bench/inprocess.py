@@ -40,10 +40,8 @@ from app.sharedfile import atomic_write  # noqa: E402
 from app.users.store import UserStore  # noqa: E402
 from bench.bare_app import REFERENCE_PATH  # noqa: E402
 from bench.bare_app import create_app as create_bare_app  # noqa: E402
+from bench.common import ADMIN_KEY, CLIENT_KEY, PASSWORD  # noqa: E402
 
-PASSWORD = "bench password 1234"
-ADMIN_KEY = "bench-admin-" + "a" * 40
-CLIENT_KEY = "bench-client-" + "c" * 40
 STORE_SIZES = (10, 10_000, 100_000)
 RESOLVE_BY_SIZE = "resolve_principal: dashboard key in a store of"
 CLIENT_IP = "127.0.0.1"
