@@ -34,6 +34,11 @@ def _api_message(exc: HTTPException) -> str:
         return "Rate limit exceeded"
     if isinstance(exc, CSRFError):
         return "CSRF token missing or invalid: send the page's csrf-token in the X-CSRFToken header"
+    if exc.code == 404:
+        return "Not found: the API's routes are listed at /api/openapi.json"
+    if exc.code == 405:
+        allowed = sorted(set(getattr(exc, "valid_methods", None) or ()) - {"HEAD", "OPTIONS"})
+        return f"Method not allowed: use {' or '.join(allowed)}" if allowed else MESSAGES[405]
     if exc.code == 413:
         limit = request.max_content_length
         return f"Request body too large (limit {limit} bytes)" if limit else MESSAGES[413]

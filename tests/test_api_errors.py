@@ -64,21 +64,24 @@ def test_an_unknown_workspace_is_404(client):
     _assert_json_error(client.post("/api/ask", json=body, headers=ADMIN), 404, {"error": "Workspace not found"})
 
 
+NOT_FOUND = "Not found: the API's routes are listed at /api/openapi.json"
+
+
 # -- 404, 405 ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("headers", [{}, ADMIN])
 def test_unknown_api_paths_are_json_404(client, headers):
     for path in ("/api/nope", "/api", "/api/keys/key_x/extra"):
-        _assert_json_error(client.get(path, headers=headers), 404, {"error": "Not found"})
+        _assert_json_error(client.get(path, headers=headers), 404, {"error": NOT_FOUND})
 
 
 def test_wrong_methods_are_json_405_with_allow(client):
     response = client.get("/api/ask", headers=ADMIN)
-    _assert_json_error(response, 405, {"error": "Method not allowed"})
+    _assert_json_error(response, 405, {"error": "Method not allowed: use POST"})
     assert set(response.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
     response = client.put("/api/keys", json={}, headers=ADMIN)
-    _assert_json_error(response, 405, {"error": "Method not allowed"})
+    _assert_json_error(response, 405, {"error": "Method not allowed: use GET or POST"})
     assert "POST" in response.headers["Allow"] and "GET" in response.headers["Allow"]
-    _assert_json_error(client.post("/api/health"), 405, {"error": "Method not allowed"})
+    _assert_json_error(client.post("/api/health"), 405, {"error": "Method not allowed: use GET"})
 
 
 # -- 413 -----------------------------------------------------------------------------------------------------

@@ -128,10 +128,10 @@ def test_undocumented_methods_and_paths_answer_the_documented_error_shapes(clien
     unknown = client.get("/api/no-such-thing")
 
     assert wrong_method.status_code == 405
-    assert wrong_method.get_json() == {"error": "Method not allowed"}
+    assert wrong_method.get_json() == {"error": "Method not allowed: use GET"}
     assert set(wrong_method.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
     assert unknown.status_code == 404
-    assert unknown.get_json() == {"error": "Not found"}
+    assert unknown.get_json() == {"error": "Not found: the API's routes are listed at /api/openapi.json"}
 
 
 # -- the error answers a fuzzer rarely reaches, validated against the document in-process ---------------------
