@@ -62,6 +62,12 @@ def handle_http_error(exc: HTTPException):
             "This form has expired or was opened in another session. Go back, reload the page and try again.",
             "Form expired",
         )
+    if code == 429 and request.endpoint == "auth.login":
+        return _page(
+            429,
+            PAGE_MESSAGES[429] + " Sign-in pauses after repeated failures to keep passwords from being guessed.",
+            "Too many sign-in attempts",
+        )
     return _page(code, PAGE_MESSAGES.get(code, exc.description or exc.name), exc.name)
 
 
