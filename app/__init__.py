@@ -11,7 +11,7 @@ from app.config import Config, ConfigError, load_config, load_dotenv_files
 from app.sessions import CachedSerializerSessionInterface
 
 
-def create_app(config: Config | None = None, overrides: dict | None = None) -> Flask:
+def create_app(config: Config | None = None) -> Flask:
     """Assemble the app: config, extensions, blueprints, the request hook, error handlers, CLI."""
     if config is None:
         load_dotenv_files()
@@ -23,7 +23,6 @@ def create_app(config: Config | None = None, overrides: dict | None = None) -> F
     app = Flask(__name__)
     app.session_interface = CachedSerializerSessionInterface()
     app.config.update(config.flask_settings())
-    app.config.update(overrides or {})
     config.workspaces_dir.mkdir(parents=True, exist_ok=True)
 
     if config.trusted_proxy_count:
