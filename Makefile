@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: run test e2e bench lint format clean
+.PHONY: run test e2e bench quality lint format clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ e2e: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) bench/run.py
+
+quality: $(VENV)/.dev
+	$(PY) bench/quality.py $(QUALITY_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
