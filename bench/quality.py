@@ -158,13 +158,20 @@ class FetchError(RuntimeError):
     """A source could not be fetched; the message says what to do."""
 
 
-def _run(command: list[str], cwd: Path, hint: str = "") -> str:
+def _reason(output: str) -> str:
+    """The line of a tool's output that says why it failed (npm also prints an error code and a log path)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    lines = [line for line in lines if not re.search(r"error code \w+$|complete log", line)]
+    errors = [line for line in lines if re.search(r"error|unable|not found", line, re.IGNORECASE)]
+    return (errors or lines or ["no output"])[0][:300]
+
+
+def _run(command: list[str], cwd: Path, spec: str, hint: str = "") -> str:
     if shutil.which(command[0]) is None:
-        raise FetchError(f"{command[0]} is not installed; it is needed to fetch {command[-1]}")
+        raise FetchError(f"{command[0]} is not installed; it is needed to fetch {spec}")
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise FetchError(f"{' '.join(command)} failed: {detail[0]}{hint}")
+        raise FetchError(f"{' '.join(command)} failed: {_reason(done.stderr or done.stdout)}{hint}")
     return done.stdout
 
 
@@ -185,8 +192,8 @@ def _unpack_stripped(archive: Path, dest: Path) -> None:
 
 def _fetch_pypi(source: dict, work: Path, dest: Path) -> None:
     spec = f"{source['name']}=={source['version']}"
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", spec]
-    _run([*command, "-d", str(work)], work)
+    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet"]
+    _run([*pip, "--dest", ".", spec], work, spec)
     archives = [p for p in work.iterdir() if p.name.endswith((".tar.gz", ".zip"))]
     if len(archives) != 1:
         raise FetchError(f"pip download {spec} gave {len(archives)} source archives, expected one")
@@ -195,15 +202,15 @@ def _fetch_pypi(source: dict, work: Path, dest: Path) -> None:
 
 def _fetch_npm(source: dict, work: Path, dest: Path) -> None:
     spec = f"{source['name']}@{source['version']}"
-    tarball = _run(["npm", "pack", "--silent", spec], work).strip().splitlines()[-1]
+    tarball = _run(["npm", "pack", "--loglevel=error", spec], work, spec).strip().splitlines()[-1]
     _unpack_stripped(work / tarball, dest)
 
 
 def _fetch_debian(source: dict, work: Path, dest: Path) -> None:
     spec = f"{source['name']}={source['version']}"
-    _run(["apt-get", "download", spec], work, hint=" (run apt-get update first)")
+    _run(["apt-get", "download", spec], work, spec, hint=" (run apt-get update first)")
     debs = list(work.glob("*.deb"))
-    _run(["dpkg-deb", "-x", str(debs[0]), str(work / "root")], work)
+    _run(["dpkg-deb", "-x", str(debs[0]), str(work / "root")], work, spec)
     subdir = work / "root" / source["subdir"].strip("/")
     if not subdir.is_dir():
         raise FetchError(f"{spec} has no folder {source['subdir']}")
@@ -213,10 +220,15 @@ def _fetch_debian(source: dict, work: Path, dest: Path) -> None:
 _FETCHERS = {"pypi": _fetch_pypi, "npm": _fetch_npm, "debian": _fetch_debian}
 
 
+def cache_path(cache: Path, source: dict) -> Path:
+    """Where ``source`` lives in the cache once fetched."""
+    slug = f"{source['name']}-{source['version']}".replace("/", "+").replace("@", "")
+    return cache / source["kind"] / slug
+
+
 def cached_source(cache: Path, source: dict) -> Path:
     """The folder of ``source`` in the cache, fetched first if absent (a partial fetch never counts)."""
-    slug = f"{source['name']}-{source['version']}".replace("/", "+").replace("@", "")
-    dest = cache / source["kind"] / slug
+    dest = cache_path(cache, source)
     if dest.is_dir():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -275,12 +287,12 @@ def scores(ranks: list[int | None]) -> tuple[float, float]:
     return hits / len(ranks), sum(1 / rank for rank in ranks if rank is not None) / len(ranks)
 
 
-def progress(message: str, done: bool = False) -> None:
-    """One status line on stderr, rewritten in place on a terminal."""
+def progress(message: str, keep: bool = False) -> None:
+    """A status line on stderr, rewritten in place on a terminal; elsewhere only lines to ``keep``."""
     if sys.stderr.isatty():
-        sys.stderr.write(f"\r\033[K{message}" + ("\n" if done else ""))
+        sys.stderr.write(f"\r\033[K{message}" + ("\n" if keep else ""))
         sys.stderr.flush()
-    elif done:
+    elif keep:
         print(message, file=sys.stderr, flush=True)
 
 
@@ -293,7 +305,7 @@ def index_workspace(workspaces: Path, codebase: Codebase, folder: Path) -> None:
             progress(f"indexing {codebase.name}: {done}/{total} files")
 
     stats = update_index(workspaces, codebase.name, report)
-    progress(f"indexed {codebase.name}: {stats.files_seen} files, {stats.chunks} chunks", done=True)
+    progress(f"indexed {codebase.name}: {stats.files_seen} files, {stats.chunks} chunks", keep=True)
 
 
 def _brief(source: dict) -> dict:
@@ -396,13 +408,22 @@ def print_table(rows: list[dict], baseline_rows: list[dict] | None) -> None:
             print(line)
 
 
+TEST_WARNING = (
+    "WARNING: misses of the held-out TEST split follow. Never use them to tune the ranking: "
+    "tune on the dev split only, or the test figures stop meaning anything."
+)
+
+
 def print_misses(codebases: list[Codebase]) -> None:
+    """Each question without a hit in the top 3, with what was expected and the top 5 returned."""
+    warned = False
     for codebase in codebases:
         misses = [r for r in codebase.results if r["rank"] is None or r["rank"] > HIT_AT]
         if not misses:
             continue
-        if codebase.split == "test":
-            print("\nWARNING: these are misses of the held-out TEST split. Never use them to tune the ranking.")
+        if codebase.split == "test" and not warned:
+            print(f"\n{TEST_WARNING}")
+            warned = True
         print(f"\nmisses in {codebase.split}/{codebase.name}:")
         for result in misses:
             found = f"first hit at {result['rank']}" if result["rank"] else "no hit in top 5"
@@ -440,14 +461,15 @@ def main(argv: list[str] | None = None) -> int:
     folders = {}
     for codebase in codebases:
         src = codebase.source
-        progress(f"fetching {codebase.name} ({src['kind']} {src['name']} {src['version']})…")
+        fetched = cache_path(args.cache, src).is_dir()
+        progress(f"fetching {codebase.name} ({src['kind']} {src['name']} {src['version']})…", keep=not fetched)
         try:
             folders[codebase.name] = cached_source(args.cache, src)
         except FetchError as exc:
-            progress("", done=False)
-            print(f"\nerror: {codebase.name}: {exc}", file=sys.stderr)
+            progress("")
+            print(f"error: {codebase.name}: {exc}", file=sys.stderr)
             return 1
-    progress(f"{len(codebases)} codebases in {args.cache}", done=True)
+    progress(f"{len(codebases)} codebases in {args.cache}", keep=True)
     problems = [p for c in codebases for p in sanity_problems(c, folders[c.name])]
     if problems:
         print("error: expected entries do not match the downloaded code:", *problems, sep="\n  ", file=sys.stderr)
@@ -460,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
             baseline = Baseline(folders[codebase.name]) if args.baseline else None
             progress(f"asking {codebase.name}: {len(codebase.questions)} questions")
             evaluate(codebase, Path(workspaces), baseline)
-        progress("", done=False)
+        progress("")
 
     rows = summary_rows(codebases)
     baseline_rows = summary_rows(codebases, "baseline_rank") if args.baseline else None
