@@ -3,7 +3,7 @@
 Usage: python bench/quality.py [--split dev|test|all] [--codebase NAME ...] [--misses] [--baseline]
                                [--json FILE] [--cache DIR]
 
-Question files live in bench/quality/{dev,test}/<codebase>.json (format: docs of issue 9, EVAL_FORMAT).
+Question files live in bench/quality/{dev,test}/<codebase>.json; bench/quality/README.md gives the format.
 Each codebase's pinned source is fetched once into the cache (pip download / npm pack / apt-get
 download), imported as one workspace into a temp folder with the app's own importer, and every
 question goes through ``app.ask.engine.ask`` exactly as ``POST /api/ask`` calls it. ``--baseline``
@@ -67,9 +67,9 @@ def _check(condition: bool, where: str, message: str) -> None:
         raise BadQuestionFile(f"{where}: {message}")
 
 
-def _check_keys(data: object, where: str, required: set[str], optional: frozenset = frozenset()) -> None:
+def _check_keys(data: object, where: str, required: set[str]) -> None:
     _check(isinstance(data, dict), where, "must be a JSON object")
-    missing, unknown = required - data.keys(), data.keys() - required - optional
+    missing, unknown = required - data.keys(), data.keys() - required
     _check(not missing, where, f"missing {', '.join(sorted(missing))}")
     _check(not unknown, where, f"unknown key {', '.join(sorted(unknown))}")
 
@@ -244,7 +244,7 @@ def sanity_problems(codebase: Codebase, folder: Path) -> list[str]:
     problems = []
     for number, item in enumerate(codebase.questions, 1):
         for entry in item["expect"]:
-            where = f"{codebase.file.name}: question {number}: {entry['path']}"
+            where = f"{codebase.split}/{codebase.file.name}: question {number}: {entry['path']}"
             path = folder / entry["path"]
             if not path.is_file():
                 problems.append(f"{where}: no such file in {codebase.source['name']} {codebase.source['version']}")

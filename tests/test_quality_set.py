@@ -222,7 +222,7 @@ def test_sanity_check_catches_wrong_line_numbers(tmp_path):
     data["questions"][2]["expect"] = [dict(good, lines=[101, 200])]
     problems = quality.sanity_problems(quality.validate(data, Path("/x/dev/demo.json"), "dev"), tmp_path)
     assert problems == [
-        "demo.json: question 1: pkg/mod.py: 'run' is not on the first lines of 50-60",
-        "demo.json: question 2: pkg/gone.py: no such file in demo 1.0",
-        "demo.json: question 3: pkg/mod.py: lines 101-200 run past the end (102 lines)",
+        "dev/demo.json: question 1: pkg/mod.py: 'run' is not on the first lines of 50-60",
+        "dev/demo.json: question 2: pkg/gone.py: no such file in demo 1.0",
+        "dev/demo.json: question 3: pkg/mod.py: lines 101-200 run past the end (102 lines)",
     ]
