@@ -333,6 +333,15 @@ def evaluate(codebase: Codebase, workspaces: Path, baseline: "Baseline | None") 
 # --- the baseline: BM25 over overlapping 50-line windows -------------------------------------------
 
 
+# English function words, dropped from questions as any BM25 setup does (Lucene's English analyzer, say).
+_STOPWORD_TEXT = (
+    "a an and are as at be but by can could do does for from has have how i if in into is it its may my not of "
+    "on or should so than that the their then there these they this to was we what when where which while who "
+    "why will with would you your"
+)
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
 def _words(text: str) -> list[str]:
     """Lowercase words, identifiers split at underscores and camelCase humps."""
     parts = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", text)
@@ -358,7 +367,7 @@ class Baseline:
                     self.conn.execute("INSERT INTO windows VALUES (?, ?, ?, ?)", row)
 
     def search(self, question: str) -> list[dict]:
-        terms = sorted(set(_words(question)))
+        terms = sorted(set(_words(question)) - _STOPWORDS)
         if not terms:
             return []
         query = " OR ".join(f'"{term}"' for term in terms)
