@@ -112,6 +112,19 @@ def test_questions_do_not_give_away_the_answers_names():
     assert leaks == []
 
 
+def test_expected_entries_match_the_cached_sources():
+    """Line numbers against the real code, for the codebases bench/quality.py has already fetched."""
+    checked, problems = 0, []
+    for codebase in _codebases():
+        folder = quality.cache_path(quality.DEFAULT_CACHE, codebase.source)
+        if folder.is_dir():
+            checked += 1
+            problems += quality.sanity_problems(codebase, folder)
+    if not checked:
+        pytest.skip(f"no source in {quality.DEFAULT_CACHE} yet: run make quality once")
+    assert problems == []
+
+
 # --- the validator and the grading rule, on hand-made inputs ---------------------------------------
 
 EXPECT = [{"path": "pkg/mod.py", "symbol": "Thing.run", "lines": [100, 140]}]
