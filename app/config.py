@@ -42,6 +42,7 @@ class Config:
     llm_model: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)
     llm_timeout: float = 60.0
+    api_max_json_bytes: int = 64 * 1024
 
     def flask_settings(self) -> dict:
         """The subset Flask and its extensions read from ``app.config``."""
@@ -238,6 +239,7 @@ def load_config(env: dict | None = None) -> Config:
         llm_model=_get(env, "LLM_MODEL"),
         llm_api_key=_get(env, "LLM_API_KEY"),
         llm_timeout=llm_timeout,
+        api_max_json_bytes=_int(env, "API_MAX_JSON_BYTES", 64 * 1024, minimum=1024),
     )
 
 
