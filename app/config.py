@@ -54,6 +54,7 @@ class Config:
     user_rate_limit: int | None = None
     key_create_limit: str = "20/hour"
     session_lifetime: int = 12 * 3600  # seconds of inactivity
+    api_max_json_bytes: int = 64 * 1024
 
     def flask_settings(self) -> dict:
         """The subset Flask and its extensions read from ``app.config``."""
@@ -313,6 +314,7 @@ def load_config(env: dict | None = None) -> Config:
         user_rate_limit=user_rate_limit,
         key_create_limit=_limit_string(env, "KEY_CREATE_LIMIT", "20/hour"),
         session_lifetime=parse_duration("SESSION_LIFETIME", _get(env, "SESSION_LIFETIME", "12h")),
+        api_max_json_bytes=_int(env, "API_MAX_JSON_BYTES", 64 * 1024, minimum=1024),
     )
 
 
