@@ -124,7 +124,12 @@ SCHEMAS = {
     "KeyList": _object({"keys": {"type": "array", "items": _ref("schemas", "Key")}}),
     "NewKeyRequest": _object(
         {
-            "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX},
+            "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": NAME_MAX,
+                "description": "Plain text: no lone surrogates, bidi controls, zero-width or control characters.",
+            },
             "expires_in_days": {
                 "enum": list(EXPIRY_CHOICES),
                 "default": None,

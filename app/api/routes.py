@@ -13,6 +13,7 @@ from app.auth.hook import protect_api
 from app.auth.limits import LimitReached
 from app.extensions import limiter
 from app.keys.store import KeyRequestError, public_view
+from app.names import name_problem
 from app.services import services
 from app.sharedfile import StoreUnavailable, StoreWriteError
 from app.users.store import UserError
@@ -71,6 +72,9 @@ def ask():
         raise APIError(400, "question is required")
     if len(question) > QUESTION_MAX:
         raise APIError(400, f"question is too long: at most {QUESTION_MAX} characters")
+    problem = name_problem(workspace_id, "workspaceId")
+    if problem:
+        raise APIError(400, problem)
     if not is_valid_workspace_id(workspace_id):
         raise APIError(
             400,

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from app.keys.format import digest, display_prefix, generate_key, is_well_formed
+from app.names import name_problem
 from app.sharedfile import open_document
 
 FILE_NAME = "api-keys.json"
@@ -248,6 +249,7 @@ def validate_key_name(name: object) -> str:
     name = name.strip()
     if len(name) > NAME_MAX:
         raise KeyRequestError(f"A key name can be at most {NAME_MAX} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        raise KeyRequestError("A key name cannot contain control characters")
+    problem = name_problem(name, "name")
+    if problem:
+        raise KeyRequestError(problem)
     return name
