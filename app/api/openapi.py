@@ -78,7 +78,10 @@ SCHEMAS = {
             "top_k": {"type": "integer", "minimum": MIN_TOP_K, "maximum": MAX_TOP_K, "default": 5},
         },
         required=("workspaceId", "question"),
-        examples=[{"workspaceId": "demo", "question": "Where is the session cookie set?"}],
+        examples=[
+            {"workspaceId": "demo", "question": "How does this code work?"},
+            {"workspaceId": "demo", "question": "Where is the session cookie set?"},
+        ],
     ),
     "Source": _object(
         {
@@ -151,7 +154,12 @@ SCHEMAS = {
     "KeyList": _object({"keys": {"type": "array", "items": _ref("schemas", "Key")}}),
     "NewKeyRequest": _object(
         {
-            "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX},
+            "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": NAME_MAX,
+                "description": "Plain text: no lone surrogates, bidi controls, zero-width or control characters.",
+            },
             "expires_in_days": {
                 "enum": list(EXPIRY_CHOICES),
                 "default": None,
@@ -184,13 +192,19 @@ SCHEMAS = {
 
 # -- responses --------------------------------------------------------------------------------------------
 _ERROR_WHEN = {
-    400: "Bad input: not a JSON object, a missing or invalid field, or (session callers) a missing CSRF token.",
+    400: (
+        "Bad input: not a JSON object (or nested too deeply to parse), a missing or invalid field, "
+        "or (session callers) a missing CSRF token."
+    ),
     401: "No credentials (`API key required`) or wrong, expired or revoked ones (`Invalid API key`).",
     403: "A key request from an address outside ALLOWED_IPS, or a caller not allowed to do this.",
     404: "No such resource, or one that belongs to another user.",
     405: "The path exists but not for this method; `Allow` lists the methods it takes.",
-    413: "The request body is larger than MAX_CONTENT_LENGTH.",
-    429: "Over API_RATE_LIMIT for this client, or too many failed attempts from this address.",
+    413: "The request body is larger than API_MAX_JSON_BYTES (default 65536); it is refused unread.",
+    429: (
+        "Over API_RATE_LIMIT for this client (or USER_RATE_LIMIT for its user), too many failed attempts "
+        "from this address, or (creating a key) over KEY_CREATE_LIMIT for the key's owner."
+    ),
     500: "An unexpected error; it is logged, never shown.",
     503: "The key or user store is unreadable (it fails closed), or could not be written.",
     507: "The disk holding WORKSPACES_DIR is full; nothing was changed.",
@@ -209,7 +223,7 @@ _ERROR_HEADERS = {
 _RATE_HEADERS = {
     f"X-RateLimit-{name}": {"description": description, "schema": {"type": "string", "pattern": "^[0-9]+$"}}
     for name, description in (
-        ("Limit", "Requests allowed per hour for this client (API_RATE_LIMIT)."),
+        ("Limit", "Requests allowed per hour for this client (API_RATE_LIMIT, or USER_RATE_LIMIT if tighter)."),
         ("Remaining", "Requests left in the current window."),
         ("Reset", "Unix time the window resets."),
     )
@@ -347,7 +361,10 @@ def build_document() -> dict:
                 errors=(*WRITE, "507"),
                 body="NewKeyRequest",
                 parameters=[CSRF_HEADER],
-                description="Session or admin key only (403 otherwise), so a leaked key cannot mint more keys.",
+                description=(
+                    "Session or admin key only (403 otherwise), so a leaked key cannot mint more keys. "
+                    "At most KEY_CREATE_LIMIT (default 20/hour) new keys per owner: 429 with the wait beyond it."
+                ),
                 operation_id="createKey",
             ),
         },
