@@ -63,7 +63,7 @@ def ask(
     sources = callgraph.connect(root, workspace_id, search(root, workspace_id, question, top_k))
     answer, engine = extractive_answer(sources), "extractive"
     if (broad := overview_for(root, workspace_id, question, bool(sources), top_k)) is not None:
-        answer, sources = broad.answer, broad.sources
+        answer, sources = broad.answer, callgraph.connect(root, workspace_id, broad.sources)
     if llm is not None and llm.enabled and sources:
         try:
             answer, engine = answer_with_llm(llm, question, sources), "llm"
