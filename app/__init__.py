@@ -32,6 +32,10 @@ def create_app(config: Config | None = None) -> Flask:
 
     _init_logging()
 
+    from app import bodylimit
+
+    bodylimit.init_app(app, config.api_max_json_bytes)
+
     from app.auth.hook import configure_access_log
     from app.extensions import csrf, limiter, login_manager
     from app.services import init_services

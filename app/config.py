@@ -45,6 +45,7 @@ class Config:
     llm_api_key: str | None = field(default=None, repr=False)
     llm_timeout: float = 60.0
     ask_index_wait: float = 10.0
+    api_max_json_bytes: int = 64 * 1024
 
     def flask_settings(self) -> dict:
         """The subset Flask and its extensions read from ``app.config``."""
@@ -255,6 +256,7 @@ def load_config(env: dict | None = None) -> Config:
         llm_api_key=_get(env, "LLM_API_KEY"),
         llm_timeout=llm_timeout,
         ask_index_wait=ask_index_wait,
+        api_max_json_bytes=_int(env, "API_MAX_JSON_BYTES", 64 * 1024, minimum=1024),
     )
 
 

@@ -39,9 +39,6 @@ def _api_message(exc: HTTPException) -> str:
     if exc.code == 405:
         allowed = sorted(set(getattr(exc, "valid_methods", None) or ()) - {"HEAD", "OPTIONS"})
         return f"Method not allowed: use {' or '.join(allowed)}" if allowed else MESSAGES[405]
-    if exc.code == 413:
-        limit = request.max_content_length
-        return f"Request body too large (limit {limit} bytes)" if limit else MESSAGES[413]
     return MESSAGES.get(exc.code or 500, exc.name)
 
 

@@ -105,7 +105,7 @@ def test_a_failed_job_says_why_and_is_retried_on_the_next_question(workspaces):
 
 def test_two_processes_never_index_the_same_workspace_at_once(workspaces, gate):
     add_workspace(workspaces)
-    code = "import sys; from pathlib import Path; from app.ask.indexjobs import run_index; run_index(Path(sys.argv[1]), 'shop')"
+    code = "import sys, pathlib, app.ask.indexjobs as jobs; jobs.run_index(pathlib.Path(sys.argv[1]), 'shop')"
     other = subprocess.Popen([sys.executable, "-c", code, str(workspaces)], cwd=ROOT, env=os.environ.copy())
     try:
         wait_for(lambda: progress_of(workspaces) == ("indexing", 1, 3))  # the other process, paused at the gate

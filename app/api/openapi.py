@@ -170,12 +170,15 @@ SCHEMAS = {
 
 # -- responses --------------------------------------------------------------------------------------------
 _ERROR_WHEN = {
-    400: "Bad input: not a JSON object, a missing or invalid field, or (session callers) a missing CSRF token.",
+    400: (
+        "Bad input: not a JSON object (or nested too deeply to parse), a missing or invalid field, "
+        "or (session callers) a missing CSRF token."
+    ),
     401: "No credentials (`API key required`) or wrong, expired or revoked ones (`Invalid API key`).",
     403: "A key request from an address outside ALLOWED_IPS, or a caller not allowed to do this.",
     404: "No such resource, or one that belongs to another user.",
     405: "The path exists but not for this method; `Allow` lists the methods it takes.",
-    413: "The request body is larger than MAX_CONTENT_LENGTH.",
+    413: "The request body is larger than API_MAX_JSON_BYTES (default 65536); it is refused unread.",
     429: "Over API_RATE_LIMIT for this client, or too many failed attempts from this address.",
     500: "An unexpected error; it is logged, never shown.",
     503: "The key or user store is unreadable (it fails closed), or could not be written.",

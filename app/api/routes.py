@@ -39,7 +39,10 @@ def _store_write_error(exc: StoreWriteError):
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser's recursion limit: bad input, not a server error
+        raise APIError(400, "Request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise APIError(400, "Send a JSON object with Content-Type: application/json")
     return body
