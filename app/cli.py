@@ -17,6 +17,7 @@ from flask.cli import AppGroup
 from app import storeadmin
 from app.ask.errors import AskError
 from app.keys.store import EXPIRY_CHOICES, KeyRequestError, key_status
+from app.names import shown
 from app.services import services
 from app.sharedfile import StoreUnavailable, StoreWriteError
 from app.users.store import UserError
@@ -73,7 +74,7 @@ def user_list() -> None:
     """List users."""
     for user in services().users.list():
         state = "disabled" if user.disabled else "active"
-        click.echo(f"{user.username}\t{user.role}\t{state}\t{user.created_at}")
+        click.echo(f"{shown(user.username)}\t{user.role}\t{state}\t{user.created_at}")
 
 
 @user_cli.command("disable")
@@ -134,8 +135,8 @@ def key_list(username: str | None) -> None:
             "\t".join(
                 [
                     r["id"],
-                    r["owner"],
-                    r["name"],
+                    shown(r["owner"]),
+                    shown(r["name"]),
                     r["prefix"] + "…",
                     key_status(r),
                     r["created_at"],

@@ -78,7 +78,10 @@ SCHEMAS = {
             "top_k": {"type": "integer", "minimum": MIN_TOP_K, "maximum": MAX_TOP_K, "default": 5},
         },
         required=("workspaceId", "question"),
-        examples=[{"workspaceId": "demo", "question": "Where is the session cookie set?"}],
+        examples=[
+            {"workspaceId": "demo", "question": "How does this code work?"},
+            {"workspaceId": "demo", "question": "Where is the session cookie set?"},
+        ],
     ),
     "Source": _object(
         {
@@ -137,7 +140,12 @@ SCHEMAS = {
     "KeyList": _object({"keys": {"type": "array", "items": _ref("schemas", "Key")}}),
     "NewKeyRequest": _object(
         {
-            "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX},
+            "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": NAME_MAX,
+                "description": "Plain text: no lone surrogates, bidi controls, zero-width or control characters.",
+            },
             "expires_in_days": {
                 "enum": list(EXPIRY_CHOICES),
                 "default": None,
@@ -179,7 +187,10 @@ _ERROR_WHEN = {
     404: "No such resource, or one that belongs to another user.",
     405: "The path exists but not for this method; `Allow` lists the methods it takes.",
     413: "The request body is larger than API_MAX_JSON_BYTES (default 65536); it is refused unread.",
-    429: "Over API_RATE_LIMIT for this client, or too many failed attempts from this address.",
+    429: (
+        "Over API_RATE_LIMIT for this client (or USER_RATE_LIMIT for its user), too many failed attempts "
+        "from this address, or (creating a key) over KEY_CREATE_LIMIT for the key's owner."
+    ),
     500: "An unexpected error; it is logged, never shown.",
     503: "The key or user store is unreadable (it fails closed), or could not be written.",
     507: "The disk holding WORKSPACES_DIR is full; nothing was changed.",
@@ -198,7 +209,7 @@ _ERROR_HEADERS = {
 _RATE_HEADERS = {
     f"X-RateLimit-{name}": {"description": description, "schema": {"type": "string", "pattern": "^[0-9]+$"}}
     for name, description in (
-        ("Limit", "Requests allowed per hour for this client (API_RATE_LIMIT)."),
+        ("Limit", "Requests allowed per hour for this client (API_RATE_LIMIT, or USER_RATE_LIMIT if tighter)."),
         ("Remaining", "Requests left in the current window."),
         ("Reset", "Unix time the window resets."),
     )
@@ -355,7 +366,10 @@ def build_document() -> dict:
                 errors=(*WRITE, "507"),
                 body="NewKeyRequest",
                 parameters=[CSRF_HEADER],
-                description="Session or admin key only (403 otherwise), so a leaked key cannot mint more keys.",
+                description=(
+                    "Session or admin key only (403 otherwise), so a leaked key cannot mint more keys. "
+                    "At most KEY_CREATE_LIMIT (default 20/hour) new keys per owner: 429 with the wait beyond it."
+                ),
                 operation_id="createKey",
             ),
         },

@@ -14,8 +14,10 @@ from app.ask.errors import ImportRefused
 
 _BUFFER = 1024 * 1024
 _EOCD_SEARCH = 65_535 + 22  # the end record sits within the last 64 KiB (its comment) plus its own size
-# What a broken archive raises while being read; turned into one ImportRefused by the caller.
-CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, NotImplementedError)
+# What a broken archive raises while being read; turned into one ImportRefused by the caller. zipfile raises
+# UnicodeDecodeError for a name flagged as UTF-8 that is not.
+CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, NotImplementedError, UnicodeDecodeError)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def show(name: str) -> str:
@@ -68,8 +70,23 @@ class Budget:
                 out.write(block)
 
 
+def _percent(match: re.Match) -> str:
+    char = match.group()
+    raw = char.encode("utf-8", "surrogateescape" if "\udc80" <= char <= "\udcff" else "surrogatepass")
+    return "".join(f"%{byte:02X}" for byte in raw)
+
+
+def decodable(name: str) -> str:
+    """``name`` with every byte that was not UTF-8 written as ``%XX``: ``src/bad\\xff.py`` -> ``src/bad%FF.py``.
+
+    tarfile and os.walk hand such bytes over as lone surrogates, which the index (and any page) cannot store.
+    """
+    return _SURROGATE.sub(_percent, name) if _SURROGATE.search(name) else name
+
+
 def _member_path(name: str) -> PurePosixPath | None:
     """The safe relative path of an archive member, or None for the top folder itself."""
+    name = decodable(name)
     if "\x00" in name:
         raise ImportRefused(f"Archive member {show(name)} has a NUL character in its name")
     if "\\" in name:
@@ -183,14 +200,14 @@ def unpack_tar(source: Path, staging: Path, budget: Budget) -> None:
 def copy_folder(source: Path, staging: Path, budget: Budget) -> None:
     """Copy regular files only: symlinks are skipped, never followed, and so are special files."""
     for dirpath, dirnames, filenames in os.walk(source):
-        rel_dir = Path(dirpath).relative_to(source)
+        rel_dir = Path(decodable(str(Path(dirpath).relative_to(source))))
         dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
         for name in dirnames:
             budget.add_dir()
-            (staging / rel_dir / name).mkdir()
+            (staging / rel_dir / decodable(name)).mkdir()
         for name in filenames:
             path = os.path.join(dirpath, name)
-            rel = (rel_dir / name).as_posix()
+            rel = (rel_dir / decodable(name)).as_posix()
             try:
                 if not stat.S_ISREG(os.lstat(path).st_mode):
                     continue  # never even open a device node: opening some has side effects
@@ -203,4 +220,4 @@ def copy_folder(source: Path, staging: Path, budget: Budget) -> None:
                 if not stat.S_ISREG(st.st_mode):
                     continue
                 budget.add_file(rel, st.st_size)
-                budget.copy(handle, staging / rel_dir / name, rel)
+                budget.copy(handle, staging / rel, rel)
