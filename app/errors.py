@@ -26,7 +26,9 @@ PAGE_MESSAGES = {
 
 
 def _wants_json() -> bool:
-    return request.path == "/api" or request.path.startswith("/api/")
+    # Case-insensitively: /API/… is still the API's address space, so its errors are JSON too.
+    path = request.path.lower()
+    return path == "/api" or path.startswith("/api/")
 
 
 def _api_message(exc: HTTPException) -> str:

@@ -5,7 +5,9 @@ from pathlib import Path
 
 from app.ask.errors import EmptyWorkspace, InvalidQuestion
 from app.ask.index import update_index
+from app.ask.indexjobs import wait_until_indexed
 from app.ask.llm import LLMSettings, LLMUnavailable, answer_with_llm
+from app.ask.overview import overview_for
 from app.ask.ranking import Source, search
 from app.ask.workspaces import workspace_dir
 
@@ -44,20 +46,29 @@ def ask(
     question: str,
     top_k: int = 5,
     llm: LLMSettings | None = None,
+    index_wait: float | None = None,
 ) -> dict:
     """Answer ``question`` from the workspace's code; the result has the fixed API shape.
 
     Checks run in this order: workspace (WorkspaceNotFound), question and top_k (InvalidQuestion),
-    content (EmptyWorkspace). A question matching nothing is not an error: it gets an answer saying
-    so and no sources, and the language model is not consulted.
+    content (EmptyWorkspace). A question about the workspace as a whole ("How does this code work?")
+    gets an overview of it instead of ranked chunks. A question matching nothing is not an error: it
+    gets an answer saying so and no sources, and the language model is not consulted.
+
+    With ``index_wait`` (seconds), a first index is built in the background and waited for that long
+    (IndexNotReady after it); without, the question builds it itself.
     """
     workspace_dir(root, workspace_id)
     question = validate_question(question)
     top_k = validate_top_k(top_k)
+    if index_wait is not None:
+        wait_until_indexed(root, workspace_id, index_wait)
     if update_index(root, workspace_id).chunks == 0:
         raise EmptyWorkspace()
     sources = search(root, workspace_id, question, top_k)
     answer, engine = extractive_answer(sources), "extractive"
+    if (broad := overview_for(root, workspace_id, question, bool(sources), top_k)) is not None:
+        answer, sources = broad.answer, broad.sources
     if llm is not None and llm.enabled and sources:
         try:
             answer, engine = answer_with_llm(llm, question, sources), "llm"
