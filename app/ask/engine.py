@@ -6,6 +6,7 @@ from pathlib import Path
 from app.ask import callgraph
 from app.ask.errors import EmptyWorkspace, InvalidQuestion
 from app.ask.index import update_index
+from app.ask.indexjobs import wait_until_indexed
 from app.ask.llm import LLMSettings, LLMUnavailable, answer_with_llm
 from app.ask.overview import overview_for
 from app.ask.ranking import Source, search
@@ -47,6 +48,7 @@ def ask(
     question: str,
     top_k: int = 5,
     llm: LLMSettings | None = None,
+    index_wait: float | None = None,
 ) -> dict:
     """Answer ``question`` from the workspace's code; the result has the fixed API shape.
 
@@ -54,10 +56,15 @@ def ask(
     content (EmptyWorkspace). A question about the workspace as a whole ("How does this code work?")
     gets an overview of it instead of ranked chunks. A question matching nothing is not an error: it
     gets an answer saying so and no sources, and the language model is not consulted.
+
+    With ``index_wait`` (seconds), a first index is built in the background and waited for that long
+    (IndexNotReady after it); without, the question builds it itself.
     """
     workspace_dir(root, workspace_id)
     question = validate_question(question)
     top_k = validate_top_k(top_k)
+    if index_wait is not None:
+        wait_until_indexed(root, workspace_id, index_wait)
     if update_index(root, workspace_id).chunks == 0:
         raise EmptyWorkspace()
     sources = callgraph.connect(root, workspace_id, search(root, workspace_id, question, top_k))
