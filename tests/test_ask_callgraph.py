@@ -152,6 +152,22 @@ def test_python_workspace_graph(root: Path) -> None:
     assert _graph(root) == GRAPH
 
 
+def test_a_source_showing_a_whole_class_stands_for_its_methods(root: Path) -> None:
+    update_index(root, "demo")
+    conn = sqlite3.connect(index_db_path(root, "demo"))
+
+    whole = callgraph.neighbours(conn, "shop/cart.py", "Cart", (6, 19))
+    header = callgraph.neighbours(conn, "shop/cart.py", "Cart", (6, 7))
+    conn.close()
+
+    # Cart.add calling Cart.total is inside; report and checkout call in from outside.
+    assert whole == (
+        [REPORT, _ref("checkout", "shop/cart.py", 22)],
+        [_ref("apply", "shop/tax.py", 4), _ref("total_price", "shop/pricing.py", 1)],
+    )
+    assert header == GRAPH["shop/cart.py", "Cart"]
+
+
 def test_removed_file_forgets_its_nodes_and_edges(root: Path) -> None:
     update_index(root, "demo")
     (root / "demo" / "shop" / "tax.py").unlink()

@@ -343,7 +343,8 @@ def connect(root: Path, workspace_id: str, sources: list[S], limit: int = MAX_NE
     try:
         out = []
         for source in sources:
-            callers, callees = neighbours(conn, source.path, source.symbol, limit)
+            lines = (source.start_line, source.end_line)
+            callers, callees = neighbours(conn, source.path, source.symbol, lines, limit)
             out.append(dataclasses.replace(source, callers=tuple(callers), callees=tuple(callees)))
         return out
     except sqlite3.OperationalError:  # an index being rebuilt under us: answer without the graph
@@ -353,29 +354,44 @@ def connect(root: Path, workspace_id: str, sources: list[S], limit: int = MAX_NE
 
 
 def neighbours(
-    conn: sqlite3.Connection, path: str, symbol: str | None, limit: int = MAX_NEIGHBOURS
+    conn: sqlite3.Connection,
+    path: str,
+    symbol: str | None,
+    lines: tuple[int, int] | None = None,
+    limit: int = MAX_NEIGHBOURS,
 ) -> tuple[list[dict], list[dict]]:
     """Who calls ``symbol`` in ``path`` and what it calls, each ``{"symbol", "path", "line"}``.
 
-    Callers come code first, tests after, then by path and line; callees in the order the symbol
-    first calls them. Both are capped at ``limit``.
+    When a source shows a whole class (``lines``, its first and last line, hold its methods), the
+    class stands for its members: callers of any of them, and what any of them calls, outside it.
+    Callers come code first, tests after, then by path and line; callees in the order they are first
+    called. Both are capped at ``limit``.
     """
     if not symbol:
         return [], []
-    row = conn.execute("SELECT id FROM graph_nodes WHERE path = ? AND symbol = ?", (path, symbol)).fetchone()
-    if row is None:
+    first, last = lines or (0, 0)
+    members = [
+        node_id
+        for node_id, name, line in conn.execute(
+            "SELECT id, symbol, line FROM graph_nodes WHERE path = ? AND (symbol = ? OR substr(symbol, 1, ?) = ?)",
+            (path, symbol, len(symbol) + 1, symbol + "."),
+        )
+        if name == symbol or first <= line <= last
+    ]
+    if not members:
         return [], []
-    node_id = row[0]
+    inside = ",".join("?" * len(members))
     callers = conn.execute(
-        "SELECT DISTINCT n.symbol, n.path, n.line FROM graph_calls c JOIN graph_nodes n ON n.id = c.caller "
-        "WHERE c.callee = ? AND c.caller != ?",
-        (node_id, node_id),
+        "SELECT DISTINCT n.symbol, n.path, n.line FROM graph_calls c JOIN graph_nodes n ON n.id = c.caller "  # noqa: S608 - only "?"s
+        f"WHERE c.callee IN ({inside}) AND c.caller NOT IN ({inside})",
+        members + members,
     ).fetchall()
     callers.sort(key=lambda r: (_is_test_path(r[1]), r[1], r[2], r[0]))
     callees = conn.execute(
-        "SELECT n.symbol, n.path, n.line FROM graph_calls c JOIN graph_nodes n ON n.id = c.callee "
-        "WHERE c.caller = ? AND c.callee != ? ORDER BY c.seq",
-        (node_id, node_id),
+        "SELECT n.symbol, n.path, n.line FROM graph_calls c JOIN graph_nodes n ON n.id = c.callee "  # noqa: S608 - only "?"s
+        f"JOIN graph_nodes m ON m.id = c.caller WHERE c.caller IN ({inside}) AND c.callee NOT IN ({inside}) "
+        "ORDER BY m.line, c.seq",
+        members + members,
     ).fetchall()
     return _as_dicts(callers, limit), _as_dicts(list(dict.fromkeys(callees)), limit)
 
