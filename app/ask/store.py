@@ -9,7 +9,7 @@ from pathlib import Path
 
 INDEX_DIRNAME = ".index"
 # Bump when the schema or the token pipeline changes: old indexes are then rebuilt.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # bm25 column weights (symbol, path, doc, body): a term in the defining symbol's name says far more
 # than one in the body.
