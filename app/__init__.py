@@ -8,6 +8,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Config, ConfigError, load_config, load_dotenv_files
+from app.names import finalize_for_page
 from app.sessions import CachedSerializerSessionInterface
 
 
@@ -22,6 +23,7 @@ def create_app(config: Config | None = None) -> Flask:
             raise SystemExit(f"askgate: configuration error: {exc}") from None
     app = Flask(__name__)
     app.session_interface = CachedSerializerSessionInterface()
+    app.jinja_env.finalize = finalize_for_page  # a stored name that is not text must not break the page
     app.config.update(config.flask_settings())
     config.workspaces_dir.mkdir(parents=True, exist_ok=True)
 
@@ -31,6 +33,10 @@ def create_app(config: Config | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
 
     _init_logging()
+
+    from app import bodylimit
+
+    bodylimit.init_app(app, config.api_max_json_bytes)
 
     from app.auth.hook import configure_access_log
     from app.extensions import csrf, limiter, login_manager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -14,7 +15,13 @@ from app.sharedfile import create_once
 log = logging.getLogger("askgate")
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
+# X-Forwarded-For and -Proto are always trusted from a trusted proxy; these only when named.
+OPTIONAL_PROXY_HEADERS = ("host", "port", "prefix")
+DEFAULT_TRUSTED_PROXIES = "127.0.0.0/8,::1"
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_MAPPED_V4 = ipaddress.IPv6Network("::ffff:0:0/96")
 FALSE_WORDS = {"0", "false", "no", "off", ""}
+ASK_INDEX_WAIT_MAX = 300.0
 
 
 class ConfigError(ValueError):
@@ -42,6 +49,15 @@ class Config:
     llm_model: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)
     llm_timeout: float = 60.0
+    ask_index_wait: float = 10.0
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        default_factory=lambda: parse_networks("TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES)
+    )
+    trusted_proxy_headers: frozenset[str] = frozenset()  # of OPTIONAL_PROXY_HEADERS
+    user_rate_limit: int | None = None
+    key_create_limit: str = "20/hour"
+    session_lifetime: int = 12 * 3600  # seconds of inactivity
+    api_max_json_bytes: int = 64 * 1024
 
     def flask_settings(self) -> dict:
         """The subset Flask and its extensions read from ``app.config``."""
@@ -91,6 +107,17 @@ def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _seconds(env: dict, name: str, default: str, maximum: float) -> float:
+    raw = _get(env, name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= maximum:  # also refuses nan and inf
+        raise ConfigError(f"{name} must be a number of seconds from 0 to {maximum:g}, got {raw!r}")
+    return value
+
+
 def _bool(env: dict, name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None:
@@ -101,6 +128,29 @@ def _bool(env: dict, name: str, default: bool) -> bool:
     if word in FALSE_WORDS:
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _network(name: str, entry: str, examples: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        net = ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        raise ConfigError(f"{name} entry {entry!r} is not an IP address or CIDR range (examples: {examples})") from None
+    if net.version == 6 and net.subnet_of(_MAPPED_V4):
+        # An IPv4-mapped range (::ffff:10.0.0.0/104) means the IPv4 one; clients are compared as IPv4.
+        return ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+    return net
+
+
+def parse_networks(name: str, raw: str) -> tuple:
+    """Comma-separated addresses and CIDR ranges; IPv4-mapped IPv6 ranges become their IPv4 range."""
+    networks = tuple(
+        _network(name, entry.strip(), "127.0.0.1, 10.0.0.0/8, ::1, fd00::/8")
+        for entry in raw.split(",")
+        if entry.strip()
+    )
+    if not networks:
+        raise ConfigError(f"{name} is set but lists no address")
+    return networks
 
 
 def parse_allowed_ips(raw: str | None) -> tuple | None:
@@ -119,18 +169,42 @@ def parse_allowed_ips(raw: str | None) -> tuple | None:
         if entry == "*":
             everyone = True  # still check the other entries: a typo must not pass silently
             continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise ConfigError(
-                f"ALLOWED_IPS entry {entry!r} is not an IP address or CIDR range "
-                "(examples: 203.0.113.7, 10.0.0.0/8, 2001:db8::/32, or * for everyone)"
-            ) from None
+        networks.append(_network("ALLOWED_IPS", entry, "203.0.113.7, 10.0.0.0/8, 2001:db8::/32, or * for everyone"))
     if everyone:
         return None
     if not networks:
         raise ConfigError("ALLOWED_IPS is set but lists no address; use * to allow everyone")
     return tuple(networks)
+
+
+def _proxy_headers(env: dict) -> frozenset[str]:
+    raw = _get(env, "TRUSTED_PROXY_HEADERS", "")
+    names = set()
+    for entry in raw.split(","):
+        word = entry.strip().lower().removeprefix("x-forwarded-")
+        if not word or word in ("for", "proto"):
+            continue  # always trusted
+        if word not in OPTIONAL_PROXY_HEADERS:
+            raise ConfigError(
+                f"TRUSTED_PROXY_HEADERS entry {entry.strip()!r} is not one of "
+                "X-Forwarded-Host, X-Forwarded-Port, X-Forwarded-Prefix"
+            )
+        names.add(word)
+    return frozenset(names)
+
+
+def parse_duration(name: str, raw: str) -> int:
+    """``"12h"``, ``"30m"``, ``"2d"``, ``"90s"`` or plain seconds, as whole seconds."""
+    text = raw.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:])
+    number = text[:-1] if unit else text
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ConfigError(f"{name} must be a duration such as 12h, 30m or 3600 (seconds), got {raw!r}") from None
+    if not seconds >= 60 or seconds == float("inf"):
+        raise ConfigError(f"{name} must be at least 1 minute, got {raw!r}")
+    return int(seconds)
 
 
 def _limit_string(env: dict, name: str, default: str) -> str:
@@ -180,6 +254,16 @@ def _secret_key(env: dict, workspaces_dir: Path) -> str:
     return value
 
 
+def _warn_if_short(name: str, key: str) -> None:
+    if len(key) < 32:
+        log.warning(
+            "%s is only %d characters; use at least 32 random characters "
+            '(python -c "import secrets; print(secrets.token_urlsafe(32))")',
+            name,
+            len(key),
+        )
+
+
 def load_config(env: dict | None = None) -> Config:
     """Build the Config from ``env`` (default: ``os.environ``). Raises ConfigError."""
     env = dict(os.environ if env is None else env)
@@ -194,12 +278,13 @@ def load_config(env: dict | None = None) -> Config:
         raise ConfigError(f"API_RATE_LIMIT must be at least 1, got {api_rate_limit}")
 
     admin_key = _get(env, "ADMIN_API_KEY")
-    if admin_key and len(admin_key) < 32:
-        log.warning(
-            "ADMIN_API_KEY is only %d characters; use at least 32 random characters "
-            '(python -c "import secrets; print(secrets.token_urlsafe(32))")',
-            len(admin_key),
-        )
+    if admin_key:
+        _warn_if_short("ADMIN_API_KEY", admin_key)
+    valid_api_keys = _split_keys(env.get("VALID_API_KEYS"))
+    for position, key in enumerate(valid_api_keys, start=1):
+        _warn_if_short(f"VALID_API_KEYS entry {position}", key)
+
+    user_rate_limit = _int(env, "USER_RATE_LIMIT", 0, minimum=1) if _get(env, "USER_RATE_LIMIT") else None
 
     llm_timeout_raw = _get(env, "LLM_TIMEOUT", "60")
     try:
@@ -208,6 +293,8 @@ def load_config(env: dict | None = None) -> Config:
         raise ConfigError(f"LLM_TIMEOUT must be a number of seconds, got {llm_timeout_raw!r}") from None
     if llm_timeout <= 0:
         raise ConfigError(f"LLM_TIMEOUT must be positive, got {llm_timeout_raw!r}")
+
+    ask_index_wait = _seconds(env, "ASK_INDEX_WAIT", "10", maximum=ASK_INDEX_WAIT_MAX)
 
     storage = _get(env, "RATELIMIT_STORAGE_URI", "memory://")
     if "://" not in storage:
@@ -222,7 +309,7 @@ def load_config(env: dict | None = None) -> Config:
         workspaces_dir=workspaces_dir,
         secret_key=_secret_key(env, workspaces_dir),
         admin_api_key=admin_key,
-        valid_api_keys=_split_keys(env.get("VALID_API_KEYS")),
+        valid_api_keys=valid_api_keys,
         allowed_ips=parse_allowed_ips(env.get("ALLOWED_IPS")),
         api_rate_limit=api_rate_limit,
         auth_failure_limit=auth_failure_limit,
@@ -238,6 +325,13 @@ def load_config(env: dict | None = None) -> Config:
         llm_model=_get(env, "LLM_MODEL"),
         llm_api_key=_get(env, "LLM_API_KEY"),
         llm_timeout=llm_timeout,
+        ask_index_wait=ask_index_wait,
+        trusted_proxies=parse_networks("TRUSTED_PROXIES", _get(env, "TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES)),
+        trusted_proxy_headers=_proxy_headers(env),
+        user_rate_limit=user_rate_limit,
+        key_create_limit=_limit_string(env, "KEY_CREATE_LIMIT", "20/hour"),
+        session_lifetime=parse_duration("SESSION_LIFETIME", _get(env, "SESSION_LIFETIME", "12h")),
+        api_max_json_bytes=_int(env, "API_MAX_JSON_BYTES", 64 * 1024, minimum=1024),
     )
 
 

@@ -26,7 +26,9 @@ PAGE_MESSAGES = {
 
 
 def _wants_json() -> bool:
-    return request.path == "/api" or request.path.startswith("/api/")
+    # Case-insensitively: /API/… is still the API's address space, so its errors are JSON too.
+    path = request.path.lower()
+    return path == "/api" or path.startswith("/api/")
 
 
 def _api_message(exc: HTTPException) -> str:
@@ -39,9 +41,6 @@ def _api_message(exc: HTTPException) -> str:
     if exc.code == 405:
         allowed = sorted(set(getattr(exc, "valid_methods", None) or ()) - {"HEAD", "OPTIONS"})
         return f"Method not allowed: use {' or '.join(allowed)}" if allowed else MESSAGES[405]
-    if exc.code == 413:
-        limit = request.max_content_length
-        return f"Request body too large (limit {limit} bytes)" if limit else MESSAGES[413]
     return MESSAGES.get(exc.code or 500, exc.name)
 
 

@@ -48,7 +48,13 @@ def init_services(app: Flask, config: Config, limiter_storage=None) -> Services:
         allowlist=IPAllowlist(config.allowed_ips),
         env_keys=tuple(env_keys),
         llm=LLMSettings(config.llm_base_url, config.llm_model, config.llm_api_key, config.llm_timeout),
-        limits=ClientLimits(config.api_rate_limit, config.auth_failure_limit, limiter_storage),
+        limits=ClientLimits(
+            config.api_rate_limit,
+            config.auth_failure_limit,
+            limiter_storage,
+            user_per_hour=config.user_rate_limit,
+            key_create_limit=config.key_create_limit,
+        ),
         session_cookie=app.config["SESSION_COOKIE_NAME"],
     )
     app.extensions[EXTENSION_NAME] = svc

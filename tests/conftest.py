@@ -36,6 +36,8 @@ def base_env(workspaces: Path, **overrides: str) -> dict:
         "ADMIN_API_KEY": ADMIN_KEY,
         "VALID_API_KEYS": CLIENT_KEY,
         "API_RATE_LIMIT": "1000",
+        # Many tests mint dozens of keys; the key-creation limit has its own tests.
+        "KEY_CREATE_LIMIT": "100000/hour",
         "RATELIMIT_STORAGE_URI": "memory://",
     }
     env.update(overrides)

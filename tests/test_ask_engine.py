@@ -50,7 +50,7 @@ def test_result_shape_and_extractive_answer(root: Path) -> None:
     assert result["engine"] == "extractive"
     assert len(result["sources"]) == 2
     top = result["sources"][0]
-    assert set(top) == {"path", "start_line", "end_line", "symbol", "snippet", "score"}
+    assert set(top) == {"path", "start_line", "end_line", "symbol", "snippet", "score", "callers", "callees"}
     assert top == {
         "path": "pkg/signing.py",
         "start_line": 9,
@@ -58,6 +58,8 @@ def test_result_shape_and_extractive_answer(root: Path) -> None:
         "symbol": "Unsigner",
         "snippet": top["snippet"],
         "score": top["score"],
+        "callers": [],
+        "callees": [],
     }
     # A class this short is one source: the method reads with the class around it.
     assert top["snippet"].startswith("class Unsigner:")

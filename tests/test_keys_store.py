@@ -88,8 +88,8 @@ def test_other_expiries_are_refused(store, days):
         ("   ", "Give the key a name, for example 'ci-pipeline'"),
         (None, "Give the key a name, for example 'ci-pipeline'"),
         ("x" * 101, "A key name can be at most 100 characters"),
-        ("bad\nname", "A key name cannot contain control characters"),
-        ("bad\x7fname", "A key name cannot contain control characters"),
+        ("bad\nname", "name must be plain text: character 4 is U+000A, a control character"),
+        ("bad\x7fname", "name must be plain text: character 4 is U+007F, a control character"),
     ],
 )
 def test_bad_names_are_refused(store, name, message):

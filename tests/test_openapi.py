@@ -115,7 +115,20 @@ def test_error_bodies_and_success_shapes(client):
         "symbol",
         "snippet",
         "score",
+        "callers",
+        "callees",
     ]
+    neighbours = {"type": "array", "items": {"$ref": "#/components/schemas/SymbolRef"}, "maxItems": 5}
+    for field in ("callers", "callees"):
+        assert {
+            k: v for k, v in components["schemas"]["Source"]["properties"][field].items() if k != "description"
+        } == (neighbours)
+    assert components["schemas"]["SymbolRef"]["required"] == ["symbol", "path", "line"]
+    assert components["schemas"]["SymbolRef"]["properties"]["line"] == {
+        "type": "integer",
+        "minimum": 1,
+        "description": "Where the definition starts.",
+    }
     paths = document["paths"]
     assert set(paths["/api/keys"]["post"]["responses"]) == {"201", "400", "401", "403", "413", "429", "503", "507"}
     assert set(paths["/api/ask"]["post"]["responses"]) == {"200", "400", "401", "403", "404", "413", "429", "503"}
@@ -174,13 +187,13 @@ def test_ip_refusals_conform(make_app):
 
 
 def test_too_large_bodies_conform(make_app):
-    app = make_app(MAX_CONTENT_LENGTH="1024")
+    app = make_app(API_MAX_JSON_BYTES="1024")
     body = {"workspaceId": "demo", "question": "x" * 2000}
     response = app.test_client().post("/api/ask", json=body, headers={"x-api-key": ADMIN_KEY})
 
     _validated(app, "/api/ask", "POST", response, body=body)
 
-    assert (response.status_code, response.get_json()) == (413, {"error": "Request body too large (limit 1024 bytes)"})
+    assert (response.status_code, response.get_json()) == (413, {"error": "Request body too large"})
 
 
 def test_an_unreadable_key_store_conforms(app, workspaces):

@@ -210,16 +210,31 @@ def test_failed_logins_are_limited_per_ip(make_app):
     assert _post_login(app.test_client(), "alice", PASSWORD, ip="198.51.100.2").status_code == 302
 
 
-def test_failed_logins_are_limited_per_username(make_app):
+def test_failures_against_one_username_from_many_addresses_never_refuse_its_right_password(make_app):
     app = make_app(LOGIN_RATE_LIMIT="3/minute")
-    users = app.extensions["askgate"].users
-    users.create("alice", PASSWORD)
-    users.create("bob", PASSWORD)
-    for n in range(3):
+    app.extensions["askgate"].users.create("alice", PASSWORD)
+    for n in range(12):  # four times the limit, spread over addresses
         assert _post_login(app.test_client(), "alice", "wrong", ip=f"198.51.100.{n + 1}").status_code == 200
-    response = _post_login(app.test_client(), "ALICE", PASSWORD, ip="198.51.100.9")
-    assert response.status_code == 429
-    assert _post_login(app.test_client(), "bob", PASSWORD, ip="198.51.100.9").status_code == 302
+    assert _post_login(app.test_client(), "ALICE", PASSWORD, ip="198.51.100.99").status_code == 302
+
+
+def test_failed_logins_are_limited_per_address_and_username(make_app):
+    app = make_app(LOGIN_RATE_LIMIT="3/minute")
+    app.extensions["askgate"].users.create("alice", PASSWORD)
+    client = app.test_client()
+    for _ in range(3):
+        assert _post_login(client, "alice", "wrong", ip="198.51.100.1").status_code == 200
+    assert _post_login(client, "ALICE", PASSWORD, ip="198.51.100.1").status_code == 429
+    assert _post_login(app.test_client(), "alice", PASSWORD, ip="198.51.100.2").status_code == 302
+
+
+def test_an_ipv6_client_is_limited_per_64(make_app):
+    app = make_app(LOGIN_RATE_LIMIT="3/minute")
+    app.extensions["askgate"].users.create("alice", PASSWORD)
+    for n in range(3):  # one /64 is one client, whichever of its addresses it picks
+        assert _post_login(app.test_client(), f"u{n}", "wrong", ip=f"2001:db8:1:2::{n + 1}").status_code == 200
+    assert _post_login(app.test_client(), "alice", PASSWORD, ip="2001:db8:1:2:ffff::9").status_code == 429
+    assert _post_login(app.test_client(), "alice", PASSWORD, ip="2001:db8:1:3::1").status_code == 302
 
 
 def test_successful_logins_are_not_counted(make_app):

@@ -6,12 +6,14 @@ from flask import Blueprint, g, jsonify, request
 
 from app.api.errors import APIError, json_error
 from app.ask.engine import ask as ask_engine
-from app.ask.errors import AskError, WorkspaceNotFound
+from app.ask.errors import AskError, IndexFailed, IndexNotReady, WorkspaceNotFound
 from app.ask.workspaces import delete_workspace as remove_workspace
 from app.ask.workspaces import is_valid_workspace_id, list_workspaces
 from app.auth.hook import protect_api
+from app.auth.limits import LimitReached
 from app.extensions import limiter
 from app.keys.store import KeyRequestError, public_view
+from app.names import name_problem
 from app.services import services
 from app.sharedfile import StoreUnavailable, StoreWriteError
 from app.users.store import UserError
@@ -39,7 +41,10 @@ def _store_write_error(exc: StoreWriteError):
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser's recursion limit: bad input, not a server error
+        raise APIError(400, "Request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise APIError(400, "Send a JSON object with Content-Type: application/json")
     return body
@@ -67,6 +72,9 @@ def ask():
         raise APIError(400, "question is required")
     if len(question) > QUESTION_MAX:
         raise APIError(400, f"question is too long: at most {QUESTION_MAX} characters")
+    problem = name_problem(workspace_id, "workspaceId")
+    if problem:
+        raise APIError(400, problem)
     if not is_valid_workspace_id(workspace_id):
         raise APIError(
             400,
@@ -80,9 +88,14 @@ def ask():
             question,
             top_k=top_k,
             llm=services().llm,
+            index_wait=services().config.ask_index_wait,
         )
     except WorkspaceNotFound:
         raise APIError(404, "Workspace not found") from None
+    except IndexNotReady as exc:
+        return json_error(503, str(exc), headers={"Retry-After": str(exc.retry_after)})
+    except IndexFailed as exc:
+        return json_error(503, str(exc))
     except AskError as exc:
         raise APIError(400, str(exc)) from None
     if g.principal.auth_method == "session" and request.accept_mimetypes.best == "text/html":
@@ -152,9 +165,13 @@ def create_key():
     if isinstance(expires, bool) or not (expires is None or isinstance(expires, int)):
         raise APIError(400, "expires_in_days must be 30, 90, 365, or null for never")
     try:
-        new = services().keys.create(target.username, body.get("name"), expires)
+        new = services().keys.create(
+            target.username, body.get("name"), expires, admit=lambda: services().limits.admit_key_creation(target.id)
+        )
     except KeyRequestError as exc:
         raise APIError(400, str(exc)) from None
+    except LimitReached as exc:
+        return json_error(429, str(exc), exc.headers)
     record = new.record
     payload = {name: record[name] for name in ("id", "name", "prefix", "created_at", "expires_at")}
     payload["key"] = new.key

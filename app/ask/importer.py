@@ -16,6 +16,7 @@ from app.ask import store
 from app.ask.errors import ImportRefused
 from app.ask.unpack import CORRUPT, Budget, copy_folder, human, show, unpack_tar, unpack_zip
 from app.ask.workspaces import is_valid_workspace_id
+from app.names import name_problem
 
 DEFAULT_MAX_BYTES = 500 * 1024 * 1024
 DEFAULT_MAX_FILES = 20000
@@ -55,6 +56,9 @@ def _source_kind(source: Path) -> str:
 
 
 def _check_id(workspace_id: str) -> None:
+    problem = name_problem(workspace_id, "The workspace id") if isinstance(workspace_id, str) else None
+    if problem:
+        raise ImportRefused(problem)
     if not is_valid_workspace_id(workspace_id):
         raise ImportRefused(
             f"Invalid workspace id {show(str(workspace_id))}: use 1 to 64 letters, digits, '.', '_' or "

@@ -44,6 +44,14 @@ def _skip_file(name: str) -> bool:
     return name in _SKIP_FILES or name.lower().endswith(_SKIP_SUFFIXES)
 
 
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8 come back from os.walk as lone surrogates
+        return False
+    return True
+
+
 def scan(folder: Path) -> Iterator[tuple[str, int, int]]:
     """Yield (posix relative path, size, mtime_ns) for every candidate text file, without reading any."""
     base = str(folder)
@@ -66,6 +74,8 @@ def scan(folder: Path) -> Iterator[tuple[str, int, int]]:
             if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= MAX_FILE_BYTES:
                 continue
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if not rel.isascii() and not _is_text(rel):
+                continue  # a name that is not UTF-8 cannot be stored or shown; imports escape such names
             yield rel.replace(os.sep, "/"), st.st_size, st.st_mtime_ns
 
 

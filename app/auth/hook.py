@@ -21,19 +21,22 @@ access_log = logging.getLogger("askgate.access")
 
 
 def guard_api() -> Response | None:
-    """Resolve the caller, count the request against its hourly limit, then enforce CSRF for sessions."""
+    """Resolve the caller, enforce CSRF for sessions, then count the request against its hourly limits.
+
+    CSRF comes first: a forged request another page makes a browser send must not spend its user's hour.
+    """
     if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
         return None
     principal = current_principal()
     if principal is None:
         failure: AuthFailure = g.auth_result
         return json_error(failure.status, failure.message, failure.headers)
-    verdict = services().limits.hit(principal.bucket)
+    if principal.auth_method == "session" and request.method not in SAFE_METHODS:
+        csrf.protect()  # a session rides on a cookie a browser sends by itself; keys need no token
+    verdict = services().limits.hit(principal.bucket, principal.user_bucket)
     g.limit_headers = verdict.headers
     if not verdict.allowed:
         return json_error(429, "Rate limit exceeded")
-    if principal.auth_method == "session" and request.method not in SAFE_METHODS:
-        csrf.protect()  # a session rides on a cookie a browser sends by itself; keys need no token
     return None
 
 

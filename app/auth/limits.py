@@ -11,13 +11,14 @@ one line is logged, and the storage is tried again with a growing back-off until
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import threading
 import time
 from dataclasses import dataclass
 
-from limits import parse as parse_limit
+from limits import parse_many
 from limits.storage import MemoryStorage, Storage
 
 log = logging.getLogger("askgate.limits")
@@ -52,6 +53,33 @@ class LocalCounter:
         return list(self._counts)
 
 
+def address_bucket(addr: str | None) -> str:
+    """The throttle's name for a client address: IPv4 as is, IPv6 per /64 (one host gets a whole /64)."""
+    text = (addr or "").split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
+def window_limits(spec: str) -> tuple[tuple[int, int], ...]:
+    """``"20/minute;100/day"`` as ((amount, window seconds), ...): every one of them counts."""
+    return tuple((item.amount, item.get_expiry()) for item in parse_many(spec))
+
+
+class LimitReached(Exception):
+    """A counted action (creating a key) over its limit; the message is fit to show, headers go on the 429."""
+
+    def __init__(self, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.headers = headers
+
+
 @dataclass(frozen=True)
 class Verdict:
     allowed: bool
@@ -59,13 +87,22 @@ class Verdict:
 
 
 class ClientLimits:
-    """``API_RATE_LIMIT`` per client per hour and ``AUTH_FAILURE_LIMIT`` failed attempts per IP."""
+    """``API_RATE_LIMIT`` per client per hour, ``USER_RATE_LIMIT`` per user per hour (when set), and
+    ``AUTH_FAILURE_LIMIT`` failed attempts per address (IPv6 per /64)."""
 
-    def __init__(self, api_per_hour: int, failure_limit: str, storage: Storage | None) -> None:
+    def __init__(
+        self,
+        api_per_hour: int,
+        failure_limit: str,
+        storage: Storage | None,
+        user_per_hour: int | None = None,
+        key_create_limit: str = "20/hour",
+    ) -> None:
         self.api_amount = api_per_hour
-        failure = parse_limit(failure_limit)
-        self.failure_amount = failure.amount
-        self.failure_window = failure.get_expiry()
+        self.user_amount = user_per_hour
+        self.failure_limits = window_limits(failure_limit)
+        self.key_create_limit = key_create_limit
+        self.key_create_limits = window_limits(key_create_limit)
         # memory:// counts in this process; anything else (Redis) is shared by every worker and host.
         self.shared = None if storage is None or isinstance(storage, MemoryStorage) else storage
         self.local = LocalCounter()
@@ -73,7 +110,7 @@ class ClientLimits:
         self._retry_after = RETRY_FIRST
         self._down = False
         self._state_lock = threading.Lock()
-        self._throttled: dict[str, float] = {}  # ip -> until; this process's view of the shared counter
+        self._throttled: dict[str, tuple[int, float]] = {}  # address bucket -> (limit, until): this process's view
 
     def _incr(self, key: str, expires_at: float, now: float) -> int:
         if self.shared is not None and now >= self._retry_at:
@@ -105,50 +142,86 @@ class ClientLimits:
                 log.warning("Rate limit storage recovered - limits are shared again")
                 self._down, self._retry_at, self._retry_after = False, 0.0, RETRY_FIRST
 
-    def hit(self, bucket: str) -> Verdict:
-        """Count one request of ``bucket``; the verdict carries the X-RateLimit headers."""
+    def hit(self, bucket: str, user_bucket: str | None = None) -> Verdict:
+        """Count one request of ``bucket`` (and of its user's ``user_bucket`` under ``USER_RATE_LIMIT``).
+
+        The verdict carries the X-RateLimit headers of whichever limit has less room left.
+        """
         now = time.time()
         window = int(now // API_WINDOW)
         reset = (window + 1) * API_WINDOW
-        count = self._incr(f"askgate/api/{bucket}/{window}", reset, now)
+        amount = self.api_amount
+        remaining = amount - self._incr(f"askgate/api/{bucket}/{window}", reset, now)
+        if self.user_amount is not None and user_bucket is not None:
+            user_remaining = self.user_amount - self._incr(f"askgate/apiuser/{user_bucket}/{window}", reset, now)
+            if user_remaining < remaining:
+                amount, remaining = self.user_amount, user_remaining
         headers = {
-            "X-RateLimit-Limit": str(self.api_amount),
-            "X-RateLimit-Remaining": str(max(0, self.api_amount - count)),
+            "X-RateLimit-Limit": str(amount),
+            "X-RateLimit-Remaining": str(max(0, remaining)),
             "X-RateLimit-Reset": str(reset),
         }
-        if count > self.api_amount:
+        if remaining < 0:
             headers["Retry-After"] = str(max(1, math.ceil(reset - now)))
             return Verdict(False, headers)
         return Verdict(True, headers)
 
-    def _throttle_headers(self, until: float, now: float) -> dict[str, str]:
+    def consume(self, name: str, limits: tuple[tuple[int, int], ...]) -> Verdict:
+        """Count one use of ``name`` against every (amount, window) in ``limits`` (e.g. ``KEY_CREATE_LIMIT``)."""
+        now = time.time()
+        refused: tuple[int, float] | None = None
+        for amount, seconds in limits:
+            window = int(now // seconds)
+            reset = (window + 1) * seconds
+            count = self._incr(f"askgate/{name}/{seconds}/{window}", reset, now)
+            if count > amount and (refused is None or reset > refused[1]):
+                refused = (amount, reset)
+        if refused is None:
+            return Verdict(True, {})
+        return Verdict(False, self._throttle_headers(refused[0], refused[1], now))
+
+    def admit_key_creation(self, user_id: str) -> None:
+        """Count one new key of ``user_id`` against ``KEY_CREATE_LIMIT``; raises LimitReached over it."""
+        verdict = self.consume(f"keycreate/{user_id}", self.key_create_limits)
+        if not verdict.allowed:
+            wait = int(verdict.headers["Retry-After"])
+            when = f"{math.ceil(wait / 60)} minutes" if wait > 90 else f"{wait} seconds"
+            raise LimitReached(
+                f"Key creation limit reached ({self.key_create_limit} per user); try again in {when}",
+                verdict.headers,
+            )
+
+    @staticmethod
+    def _throttle_headers(amount: int, until: float, now: float) -> dict[str, str]:
         return {
             "Retry-After": str(max(1, math.ceil(until - now))),
-            "X-RateLimit-Limit": str(self.failure_amount),
+            "X-RateLimit-Limit": str(amount),
             "X-RateLimit-Remaining": "0",
             "X-RateLimit-Reset": str(int(until)),
         }
 
     def throttled(self, ip: str) -> dict[str, str] | None:
         """The 429 headers if ``ip`` has used up its failed attempts, else None (no storage call)."""
-        until = self._throttled.get(ip)
-        if until is None:
+        bucket = address_bucket(ip)
+        entry = self._throttled.get(bucket)
+        if entry is None:
             return None
+        amount, until = entry
         now = time.time()
         if until <= now:
-            self._throttled.pop(ip, None)
+            self._throttled.pop(bucket, None)
             return None
-        return self._throttle_headers(until, now)
+        return self._throttle_headers(amount, until, now)
 
     def record_failure(self, ip: str) -> dict[str, str] | None:
-        """Count a failed attempt; the 429 headers if that one was over the limit."""
-        now = time.time()
-        window = int(now // self.failure_window)
-        reset = (window + 1) * self.failure_window
-        count = self._incr(f"askgate/authfail/{ip}/{window}", reset, now)
-        if count <= self.failure_amount:
+        """Count a failed attempt against every ``AUTH_FAILURE_LIMIT``; the 429 headers if one is now over."""
+        bucket = address_bucket(ip)
+        verdict = self.consume(f"authfail/{bucket}", self.failure_limits)
+        if verdict.allowed:
             return None
-        self._throttled[ip] = reset
+        now = time.time()
+        until = float(verdict.headers["X-RateLimit-Reset"])
+        self._throttled[bucket] = (int(verdict.headers["X-RateLimit-Limit"]), until)
         if len(self._throttled) > 10_000:  # a flood of addresses must not grow this without bound
-            self._throttled = {k: v for k, v in self._throttled.items() if v > now}
-        return self._throttle_headers(reset, now)
+            self._throttled = {k: v for k, v in self._throttled.items() if v[1] > now}
+        return verdict.headers

@@ -29,6 +29,7 @@ class Principal:
     role: str  # "admin" | "member" | "client"
     key: dict | None  # the key record for dashboard keys (never the raw key)
     bucket: str  # the rate-limit bucket: one per key, per env key, per session user
+    user_bucket: str | None = None  # USER_RATE_LIMIT's bucket: all of one user's keys and sessions together
 
     @property
     def is_admin(self) -> bool:
@@ -87,7 +88,7 @@ def resolve_principal(req: Request) -> Principal | AuthFailure:
     # flask-login is asked only when a session cookie came along: a script's key request pays nothing.
     if svc.session_cookie in req.cookies and current_user.is_authenticated:
         user = current_user._get_current_object()
-        return Principal("session", user.username, user.role, None, f"user:{user.id}")
+        return Principal("session", user.username, user.role, None, f"user:{user.id}", f"user:{user.id}")
 
     raw = presented_key(req)
     if raw is None:
@@ -146,7 +147,9 @@ def _dashboard_principal(record: dict, ip: str) -> Principal | AuthFailure:
         owner = svc.users.get(record["owner"])
         if owner is None or owner.disabled:
             return _failure(ip, "owner_disabled")
-        principal = Principal("dashboard_key", owner.username, owner.role, record, f"key:{record['id']}")
+        principal = Principal(
+            "dashboard_key", owner.username, owner.role, record, f"key:{record['id']}", f"user:{owner.id}"
+        )
         expires = parse_iso(record["expires_at"])
         if len(principals) > 100_000:
             principals.clear()

@@ -6,11 +6,13 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from app.keys.format import digest, display_prefix, generate_key, is_well_formed
+from app.names import name_problem
 from app.sharedfile import open_document
 
 FILE_NAME = "api-keys.json"
@@ -147,11 +149,19 @@ class KeyStore:
         return sorted(records, key=lambda r: r["created_at"], reverse=True)
 
     # -- changes -----------------------------------------------------------------------------------------
-    def create(self, owner: str, name: str, expires_in_days: int | None = None) -> NewKey:
-        """Mint a key for ``owner``; the raw key is in the result and nowhere else."""
+    def create(
+        self, owner: str, name: str, expires_in_days: int | None = None, admit: Callable[[], None] | None = None
+    ) -> NewKey:
+        """Mint a key for ``owner``; the raw key is in the result and nowhere else.
+
+        ``admit`` runs once the request is known to be valid, before anything is written: it counts the
+        creation against ``KEY_CREATE_LIMIT`` and raises to refuse it, so a refused or invalid request mints nothing.
+        """
         name = validate_key_name(name)
         if expires_in_days not in EXPIRY_CHOICES:
             raise KeyRequestError("expires_in_days must be one of 30, 90, 365, or null for never")
+        if admit is not None:
+            admit()
         raw = generate_key()
         now = utcnow()
         record = {
@@ -239,6 +249,7 @@ def validate_key_name(name: object) -> str:
     name = name.strip()
     if len(name) > NAME_MAX:
         raise KeyRequestError(f"A key name can be at most {NAME_MAX} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        raise KeyRequestError("A key name cannot contain control characters")
+    problem = name_problem(name, "name")
+    if problem:
+        raise KeyRequestError(problem)
     return name

@@ -10,6 +10,7 @@ from pathlib import Path
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.keys.store import iso, utcnow
+from app.names import name_problem
 from app.sharedfile import open_document
 
 FILE_NAME = "users.json"
@@ -103,7 +104,10 @@ def validate_password(password: object) -> str:
 
 
 def validate_username(username: object) -> str:
-    if not isinstance(username, str) or not USERNAME_RE.match(username.strip()):
+    problem = name_problem(username.strip(), "username") if isinstance(username, str) else None
+    if problem:
+        raise UserError(problem)
+    if not isinstance(username, str) or not USERNAME_RE.fullmatch(username.strip()):
         raise UserError(
             "A username is 1–32 characters: letters, digits, dot, dash or underscore, starting with a letter or digit"
         )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user
 
-from app.keys.store import KeyRequestError, public_view
+from app.auth.limits import LimitReached
+from app.keys.store import KeyRequestError, key_status, public_view
 from app.services import services
 from app.users.store import UserError
 from app.web.forms import ChangePasswordForm, NewKeyForm, RevokeKeyForm
@@ -16,13 +18,52 @@ bp = Blueprint("account", __name__, url_prefix="/account")
 
 # Remembers which generate-form was already used, so a resubmitted page cannot mint a second key.
 FORM_NONCE = "key_form_nonce"
+KEYS_PER_PAGE = 25
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    """One page of a key list, with links to its neighbours (``None`` at either end)."""
+
+    keys: list[dict]
+    number: int
+    pages: int
+    total: int
+    active: int
+    prev_url: str | None
+    next_url: str | None
+
+    @property
+    def first_index(self) -> int:
+        return (self.number - 1) * KEYS_PER_PAGE + 1 if self.total else 0
+
+    @property
+    def last_index(self) -> int:
+        return (self.number - 1) * KEYS_PER_PAGE + len(self.keys)
+
+
+def _page_of(records: list[dict], param: str) -> KeyPage:
+    pages = max(1, -(-len(records) // KEYS_PER_PAGE))
+    raw = request.args.get(param, "1")
+    number = int(raw) if raw.isdigit() else 1
+    number = min(max(number, 1), pages)  # past the end: the last page, not an empty one
+    start = (number - 1) * KEYS_PER_PAGE
+    views = [public_view(r) for r in records[start : start + KEYS_PER_PAGE]]
+    active = sum(1 for r in records if key_status(r) == "active")
+
+    def link(n: int) -> str | None:
+        return url_for("account.security", **{**request.args.to_dict(), param: n}) if 1 <= n <= pages else None
+
+    return KeyPage(views, number, pages, len(records), active, link(number - 1), link(number + 1))
 
 
 def _render(new_key: str | None = None, new_record: dict | None = None, **forms):
     keys = services().keys
-    own = [public_view(r) for r in keys.list(current_user.username)]
+    own = _page_of(keys.list(current_user.username), "page")
     others = (
-        [public_view(r) for r in keys.list() if r["owner"] != current_user.username] if current_user.is_admin else []
+        _page_of([r for r in keys.list() if r["owner"] != current_user.username], "others_page")
+        if current_user.is_admin
+        else None
     )
     nonce = secrets.token_urlsafe(16)
     # After a key is made, an empty form: the posted name must not linger in the box.
@@ -52,10 +93,20 @@ def security():
         return redirect(url_for("account.security"), 303)
     expiry = None if form.expiry.data == "never" else int(form.expiry.data)
     try:
-        new = services().keys.create(current_user.username, form.name.data, expiry)
+        new = services().keys.create(
+            current_user.username,
+            form.name.data,
+            expiry,
+            admit=lambda: services().limits.admit_key_creation(current_user.id),
+        )
     except KeyRequestError as exc:
         form.name.errors.append(str(exc))
         return _render(key_form=form)
+    except LimitReached as exc:
+        form.name.errors.append(str(exc))
+        response = make_response(_render(key_form=form), 429)
+        response.headers.update(exc.headers)
+        return response
     session[FORM_NONCE] = nonce
     return _render(new_key=new.key, new_record=public_view(new.record))
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
-from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_user, logout_user
 
 from app import setup
+from app.auth.limits import address_bucket
 from app.extensions import limiter, login_manager
 from app.services import services
 from app.sharedfile import StoreUnavailable
@@ -61,8 +61,14 @@ def _login_limit() -> str:
     return services().config.login_rate_limit
 
 
-def _login_username() -> str:
-    return "user:" + (request.form.get("username") or "").strip().lower()[:64]
+def _login_address() -> str:
+    return "addr:" + address_bucket(request.remote_addr)
+
+
+def _login_address_and_username() -> str:
+    # Never the username alone: anyone could then keep its owner out by failing on purpose from anywhere.
+    username = (request.form.get("username") or "").strip().lower()[:64]
+    return f"addr:{address_bucket(request.remote_addr)}:user:{username}"
 
 
 @bp.route("/")
@@ -71,8 +77,8 @@ def index():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"], key_func=get_remote_address, deduct_when=_failed_login)
-@limiter.limit(_login_limit, methods=["POST"], key_func=_login_username, deduct_when=_failed_login)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_login_address, deduct_when=_failed_login)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_login_address_and_username, deduct_when=_failed_login)
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.home"))
