@@ -43,30 +43,29 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_result_shape_and_extractive_answer(root: Path) -> None:
-    result = ask(root, "demo", "  How are signatures checked?  ", top_k=2)
+    result = ask(root, "demo", "  How do I verify a signature?  ", top_k=2)
     assert set(result) == {"workspaceId", "question", "answer", "sources", "engine"}
     assert result["workspaceId"] == "demo"
-    assert result["question"] == "How are signatures checked?"
+    assert result["question"] == "How do I verify a signature?"
     assert result["engine"] == "extractive"
     assert len(result["sources"]) == 2
     top = result["sources"][0]
     assert set(top) == {"path", "start_line", "end_line", "symbol", "snippet", "score", "callers", "callees"}
     assert top == {
         "path": "pkg/signing.py",
-        "start_line": 9,
+        "start_line": 12,
         "end_line": 15,
-        "symbol": "Unsigner",
+        "symbol": "Unsigner.unsign",
         "snippet": top["snippet"],
         "score": top["score"],
         "callers": [],
         "callees": [],
     }
-    # A class this short is one source: the method reads with the class around it.
-    assert top["snippet"].startswith("class Unsigner:")
+    assert top["snippet"].startswith("    def unsign(self, signed):")
     assert isinstance(top["score"], float) and top["score"] > result["sources"][1]["score"]
     assert result["answer"].startswith(
-        "The most relevant code is `Unsigner` in pkg/signing.py (lines 9–15): "
-        "Checks signatures made by sign_value. Also see "
+        "The most relevant code is `Unsigner.unsign` in pkg/signing.py (lines 12–15): "
+        "Split off the signature and verify it. Also see "
     )
 
 

@@ -117,7 +117,7 @@ def test_python_chunks_follow_structure() -> None:
         "    after = 4\n\n"
         f"    def big(self):\n{big}\n\n"
         "class Small:\n"
-        '    """Small classes are one chunk."""\n\n'
+        '    """A small class."""\n\n'
         "    def one(self):\n"
         "        return 1\n\n\n"
         f"def long_function():\n{body}"
@@ -135,13 +135,10 @@ def test_python_chunks_follow_structure() -> None:
     assert "method" in outer[0].extra_terms and "Inner" in outer[0].extra_terms
     assert any("after = 4" in chunk.text for chunk in outer[1:])
     assert by_symbol["Outer.method"][0].doc == "Method doc."
-    assert [(c.start_line, c.end_line) for c in by_symbol["Outer.Inner"]] == [(21, 23)]
+    assert by_symbol["Outer.Inner.deep"][0].start_line == 22
     assert [(c.start_line, c.end_line) for c in by_symbol["Outer.big"]] == [(27, 87), (88, 147)]
-    # A class short enough to be one chunk is not split into its methods.
-    assert [(c.start_line, c.end_line, c.doc) for c in by_symbol["Small"]] == [
-        (150, 154, "Small classes are one chunk.")
-    ]
-    assert "Small.one" not in by_symbol
+    assert [(c.start_line, c.end_line, c.doc) for c in by_symbol["Small"]] == [(150, 151, "A small class.")]
+    assert [(c.start_line, c.end_line) for c in by_symbol["Small.one"]] == [(153, 154)]
     pieces = by_symbol["long_function"]
     assert len(pieces) == 3
     assert all(p.end_line - p.start_line + 1 <= MAX_LINES for p in chunks)
@@ -177,11 +174,11 @@ def test_identifiers_are_split_and_stemmed() -> None:
 
 def test_code_aware_matching(root: Path) -> None:
     ws = root / "demo"
-    _write(ws / "flask" / "sessions.py", "def open_session():\n    pass\n\n\ndef save_session(store):\n    pass\n")
+    _write(ws / "flask" / "sessions.py", "class SessionStore:\n    def save_session(self):\n        pass\n")
     update_index(root, "demo")
     assert search(root, "demo", "signature", 3)[0].symbol == "getSignature"
     assert search(root, "demo", "get_signature", 3)[0].symbol == "getSignature"
-    assert search(root, "demo", "sessions saved", 1)[0].symbol == "save_session"
+    assert search(root, "demo", "sessions saved", 1)[0].symbol == "SessionStore.save_session"
     assert search(root, "demo", "flask.sessions", 1)[0].path == "flask/sessions.py"
 
 

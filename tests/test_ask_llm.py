@@ -43,13 +43,13 @@ def test_llm_answer_is_used(root: Path, caplog: pytest.LogCaptureFixture) -> Non
     assert result["engine"] == "llm"
     assert result["answer"] == ANSWER
     assert set(result) == {"workspaceId", "question", "answer", "sources", "engine"}
-    assert result["sources"][0]["symbol"] == "CookieSessions"  # a short class is one source
+    assert result["sources"][0]["symbol"] == "CookieSessions.save_session"
     assert llm.rejections == []
     [body] = llm.requests
     assert body["model"] == "m1"
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
     prompt = body["messages"][1]["content"]
-    assert QUESTION in prompt and "sessions.py lines 1-6" in prompt
+    assert QUESTION in prompt and "sessions.py lines 4-6" in prompt
     assert not _leaks(result, caplog)
 
 
@@ -67,7 +67,7 @@ def test_timeout_falls_back_to_extractive(root: Path, caplog: pytest.LogCaptureF
         settings = LLMSettings(base_url=llm.base_url, model="m1", api_key=SECRET, timeout=0.5)
         result = ask(root, "demo", QUESTION, llm=settings)
     assert result["engine"] == "extractive"
-    assert result["answer"].startswith("The most relevant code is `CookieSessions`")
+    assert result["answer"].startswith("The most relevant code is `CookieSessions.save_session`")
     assert f"(The language model at {llm.base_url} could not be used: timed out after 0.5 s." in result["answer"]
     assert "timed out" in caplog.text
     assert not _leaks(result, caplog)

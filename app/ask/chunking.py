@@ -9,8 +9,9 @@ MAX_LINES = 120
 WINDOW = 60
 OVERLAP = 10
 _MIN_BEFORE_BREAK = 30
-# A class this short is one chunk: its methods read best with the class around them.
-WHOLE_CLASS_LINES = MAX_LINES
+# A class this short is one chunk (its methods read best with the class around them). Off: it lifted dev
+# hit@3 by 0.06, but answers and the call graph then name the class where users want the method.
+WHOLE_CLASS_LINES = 0
 
 # A line that looks like it starts a declaration in most languages; a good place to start a window.
 _DECL_RE = re.compile(

@@ -20,17 +20,6 @@ _PATH_BOOST = 0.3  # folder and file names
 _DOC_BOOST = 1.0  # the docstring: where code says in words what it does
 _SYNONYM_WEIGHT = 0.8  # the user's own word is better evidence than our guess at what they meant
 _TEST_PENALTY = 0.7  # tests mention everything; users ask about the code under test
-_PROSE_PENALTY = 0.6  # documentation and data files explain or configure, the code defines
-_EXAMPLE_PENALTY = 0.8  # examples, docs' code and benchmarks use the library rather than define it
-_FILE_WEIGHT = 0.5
-_ABBREVIATIONS = False
-_MIN_ABBREVIATION = 3
-_FEEDBACK_TERMS = 0
-_FEEDBACK_DOCS = 5
-_FEEDBACK_WEIGHT = 0.3
-_FIELD_WEIGHTS = (2.0, 1.0, 1.0, 1.0)  # bm25 weights of symbol, path, doc and body terms
-_SHORT_LINES = 8
-_SHORT_POWER = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,95 +68,26 @@ def search(root: Path, workspace_id: str, query: str, top_k: int = 5) -> list[So
 
 
 def _search(conn: sqlite3.Connection, concepts: list[tuple[str, ...]], top_k: int) -> list[Source]:
-    if _ABBREVIATIONS:
-        concepts = _with_abbreviations(conn, concepts)
-    ranked = _rank(conn, concepts, [1.0] * len(concepts))
-    if _FEEDBACK_TERMS and ranked:
-        extra = _feedback_terms(conn, ranked[:_FEEDBACK_DOCS], concepts)
-        if extra:
-            weights = [1.0] * len(concepts) + [_FEEDBACK_WEIGHT] * len(extra)
-            ranked = _rank(conn, concepts + [(term,) for term in extra], weights)
-    return _distinct(ranked, top_k)
-
-
-def _with_abbreviations(conn: sqlite3.Connection, concepts: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
-    """Add the workspace's own abbreviations of each question word: code that says ``cfg``, ``env`` or
-    ``ctx`` where the question says "configuration", "environment" or "context"."""
-    prefixes = {
-        concept[0][:n]: concept[0] for concept in concepts for n in range(_MIN_ABBREVIATION, len(concept[0]) - 1)
-    }
-    if not prefixes:
-        return concepts
-    placeholders = ",".join("?" * len(prefixes))
-    sql = f"SELECT term FROM chunk_vocab WHERE term IN ({placeholders})"  # noqa: S608 - only "?"s
-    known = {row[0] for row in conn.execute(sql, list(prefixes))}
-    return [concept + tuple(p for p in known if prefixes[p] == concept[0] and p not in concept) for concept in concepts]
-
-
-def _feedback_terms(conn: sqlite3.Connection, top: list[Source], concepts: list[tuple[str, ...]]) -> list[str]:
-    """Name terms shared by the first pass's best definitions: the workspace's word for the question's topic."""
-    asked = {term for concept in concepts for term in concept}
-    votes: dict[str, float] = {}
-    for source in top:
-        for term in set(symbol_terms(source.symbol)):
-            if term not in asked and len(term) >= 3:
-                votes[term] = votes.get(term, 0.0) + source.score
-    if not votes:
-        return []
-    idf = _idf(conn, list(votes))
-    ranked = sorted(votes, key=lambda t: -votes[t] * idf[t])
-    return ranked[:_FEEDBACK_TERMS]
-
-
-def _rank(conn: sqlite3.Connection, concepts: list[tuple[str, ...]], weights: list[float]) -> list[Source]:
     terms = list(dict.fromkeys(term for concept in concepts for term in concept))
     # Each term is \\w characters only and double-quoted, so FTS5 sees plain strings, never operators.
     match = " OR ".join(f'"{term}"' for term in terms)
     hits = conn.execute(
-        "SELECT rowid, bm25(chunk_terms, ?, ?, ?, ?) AS r, doc FROM chunk_terms WHERE chunk_terms MATCH ?"
-        " ORDER BY r LIMIT ?",
-        (*_FIELD_WEIGHTS, match, _CANDIDATES),
+        "SELECT rowid, rank, doc FROM chunk_terms WHERE chunk_terms MATCH ? ORDER BY rank LIMIT ?",
+        (match, _CANDIDATES),
     ).fetchall()
     if not hits:
         return []
     idf = _idf(conn, terms)
     rows = _chunks(conn, [rowid for rowid, _, _ in hits])
-    scored = []
+    ranked = []
     for rowid, rank, doc_terms in hits:
         path, start, end, symbol, doc, text = rows[rowid]
-        score = -rank + _boost(concepts, weights, idf, path, symbol, set(doc_terms.split()))
-        score *= _length_factor(end - start + 1) * _path_factor(path)
-        scored.append((score, rowid))
-    # Context: a definition in a file where much of the question matches is more likely the answer than
-    # an isolated chunk that happens to share a word.
-    file_scores: dict[str, float] = {}
-    for score, rowid in scored:
-        path = rows[rowid][0]
-        file_scores[path] = file_scores.get(path, 0.0) + score
-    best_file = max(file_scores.values()) or 1.0
-    ranked = []
-    for score, rowid in scored:
-        path, start, end, symbol, doc, text = rows[rowid]
-        score += _FILE_WEIGHT * score * file_scores[path] / best_file
+        score = -rank + _boost(concepts, idf, path, symbol, set(doc_terms.split()))
+        if _is_test_path(path):
+            score *= _TEST_PENALTY
         ranked.append(Source(path, start, end, symbol, text, round(score, 4), doc))
     ranked.sort(key=lambda s: (-s.score, s.path, s.start_line))
-    return ranked
-
-
-def _length_factor(lines: int) -> float:
-    """Short chunks match few words but bm25 rewards them for it; long ones are split anyway."""
-    return min(1.0, (lines / _SHORT_LINES)) ** _SHORT_POWER
-
-
-def _path_factor(path: str) -> float:
-    factor = 1.0
-    if _is_test_path(path):
-        factor *= _TEST_PENALTY
-    if not _is_code_path(path):
-        factor *= _PROSE_PENALTY
-    if _is_example_path(path):
-        factor *= _EXAMPLE_PENALTY
-    return factor
+    return _distinct(ranked, top_k)
 
 
 def _distinct(ranked: list[Source], top_k: int) -> list[Source]:
@@ -184,21 +104,15 @@ def _distinct(ranked: list[Source], top_k: int) -> list[Source]:
 
 
 def _boost(
-    concepts: list[tuple[str, ...]],
-    weights: list[float],
-    idf: dict[str, float],
-    path: str,
-    symbol: str | None,
-    doc: set[str],
+    concepts: list[tuple[str, ...]], idf: dict[str, float], path: str, symbol: str | None, doc: set[str]
 ) -> float:
     *owners, name = (symbol or "").split(".")
     name_terms = set(word_terms(name)) if name else set()
     owner_terms = set(symbol_terms(".".join(owners))) - name_terms
     places = set(path_terms(path))
 
-    total = 0.0
-    for concept, weight in zip(concepts, weights, strict=True):
-        boost = 0.0
+    boost = 0.0
+    for concept in concepts:
         in_name = _best(concept, idf, name_terms.__contains__)
         boost += _NAME_BOOST * in_name
         if not in_name:
@@ -206,8 +120,7 @@ def _boost(
         boost += _OWNER_BOOST * _best(concept, idf, owner_terms.__contains__)
         boost += _PATH_BOOST * _best(concept, idf, places.__contains__)
         boost += _DOC_BOOST * _best(concept, idf, doc.__contains__)
-        total += weight * boost
-    return total
+    return boost
 
 
 def _best(concept: tuple[str, ...], idf: dict[str, float], matches: Callable[[str], bool]) -> float:
@@ -230,19 +143,6 @@ def _is_test_path(path: str) -> bool:
         or name.startswith("test_")
         or name.endswith(("_test.py", ".test.js", ".spec.js", ".test.ts", ".spec.ts", "_test.go"))
     )
-
-
-_PROSE_SUFFIXES = (".md", ".rst", ".txt", ".adoc", ".yaml", ".yml", ".json", ".toml", ".cfg", ".ini", ".lock", ".csv")
-_EXAMPLE_FOLDERS = {"example", "examples", "docs", "doc", "benchmark", "benchmarks", "bench", "demo", "samples"}
-
-
-def _is_code_path(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1].lower()
-    return "." in name and not name.endswith(_PROSE_SUFFIXES)
-
-
-def _is_example_path(path: str) -> bool:
-    return any(part.lower() in _EXAMPLE_FOLDERS for part in path.split("/")[:-1])
 
 
 def _idf(conn: sqlite3.Connection, terms: list[str]) -> dict[str, float]:
