@@ -77,7 +77,10 @@ SCHEMAS = {
             "top_k": {"type": "integer", "minimum": MIN_TOP_K, "maximum": MAX_TOP_K, "default": 5},
         },
         required=("workspaceId", "question"),
-        examples=[{"workspaceId": "demo", "question": "Where is the session cookie set?"}],
+        examples=[
+            {"workspaceId": "demo", "question": "How does this code work?"},
+            {"workspaceId": "demo", "question": "Where is the session cookie set?"},
+        ],
     ),
     "Source": _object(
         {

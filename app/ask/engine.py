@@ -6,6 +6,7 @@ from pathlib import Path
 from app.ask.errors import EmptyWorkspace, InvalidQuestion
 from app.ask.index import update_index
 from app.ask.llm import LLMSettings, LLMUnavailable, answer_with_llm
+from app.ask.overview import overview_for
 from app.ask.ranking import Source, search
 from app.ask.workspaces import workspace_dir
 
@@ -48,8 +49,9 @@ def ask(
     """Answer ``question`` from the workspace's code; the result has the fixed API shape.
 
     Checks run in this order: workspace (WorkspaceNotFound), question and top_k (InvalidQuestion),
-    content (EmptyWorkspace). A question matching nothing is not an error: it gets an answer saying
-    so and no sources, and the language model is not consulted.
+    content (EmptyWorkspace). A question about the workspace as a whole ("How does this code work?")
+    gets an overview of it instead of ranked chunks. A question matching nothing is not an error: it
+    gets an answer saying so and no sources, and the language model is not consulted.
     """
     workspace_dir(root, workspace_id)
     question = validate_question(question)
@@ -58,6 +60,8 @@ def ask(
         raise EmptyWorkspace()
     sources = search(root, workspace_id, question, top_k)
     answer, engine = extractive_answer(sources), "extractive"
+    if (broad := overview_for(root, workspace_id, question, bool(sources), top_k)) is not None:
+        answer, sources = broad.answer, broad.sources
     if llm is not None and llm.enabled and sources:
         try:
             answer, engine = answer_with_llm(llm, question, sources), "llm"

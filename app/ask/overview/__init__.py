@@ -1,0 +1,201 @@
+"""Broad questions ("How does this code work?", "Where do I start?") answered with an overview of the workspace.
+
+A broad question has no words of its own to search for, so ranking finds nothing or noise. Instead the answer
+is read from the workspace itself: what its README and manifest say it is, its top-level packages and modules
+with their docstrings or package comments, and where it starts (console scripts, ``__main__.py``, app
+factories, ``wsgi.py``, ``package.json`` ``main``/``bin``, Go ``func main``). Those places are the sources.
+"""
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.ask import store, textfiles
+from app.ask.overview.golang import go_parts
+from app.ask.overview.javascript import js_parts
+from app.ask.overview.manifests import manifest
+from app.ask.overview.parts import Facts, Part
+from app.ask.overview.python import python_parts
+from app.ask.overview.question import MAX_NAME_WORDS, UNMATCHED_OWN_WORDS, WORD_RE, is_broad, question_shape
+from app.ask.overview.readme import readme_part
+from app.ask.ranking import Source
+
+_OVERVIEW_SOURCE_LINES = 150
+_FALLBACK_FILES = 10
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The overview's answer text and the places it was read from, best first."""
+
+    answer: str
+    sources: list[Source]
+
+
+def overview_for(root: Path, workspace_id: str, question: str, matched: bool, top_k: int) -> Overview | None:
+    """The overview when ``question`` is about the workspace as a whole, else None (rank as usual).
+
+    ``matched`` says whether ranking found anything; see ``is_broad``.
+    """
+    shape = question_shape(question)
+    # The project's names are read from the workspace only when the question could still be broad.
+    if len(shape.own) > MAX_NAME_WORDS + UNMATCHED_OWN_WORDS or not is_broad(question, frozenset(shape.own)):
+        return None
+    folder = Path(root) / workspace_id
+    paths = _indexed_paths(root, workspace_id, folder)
+    if not paths:
+        return None
+    facts = manifest(folder, paths)
+    if not is_broad(question, _project_names(workspace_id, facts.name, paths), matched):
+        return None
+    return _build(folder, paths, facts, workspace_id, top_k)
+
+
+def _indexed_paths(root: Path, workspace_id: str, folder: Path) -> list[str]:
+    """The workspace's files the index knows (its size and ignore rules), else a fresh scan of the folder."""
+    conn = store.open_for_reading(root, workspace_id)
+    if conn is not None:
+        try:
+            return [row[0] for row in conn.execute("SELECT path FROM files ORDER BY path")]
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            conn.close()
+    return sorted(path for path, _size, _mtime in textfiles.scan(folder))
+
+
+def _project_names(workspace_id: str, name: str | None, paths: list[str]) -> frozenset[str]:
+    """Words that name the project: its workspace id, its declared name, its top-level package."""
+    names = set(WORD_RE.findall(workspace_id.lower()))
+    if name:
+        names.update(WORD_RE.findall(name.lower()))
+    for path in paths:
+        parts = path.split("/")
+        if parts[-1] == "__init__.py" and len(parts) <= 3:
+            names.add(parts[-2].lower())
+    return frozenset(names)
+
+
+def _build(folder: Path, paths: list[str], facts: Facts, workspace_id: str, top_k: int) -> Overview:
+    readme = readme_part(folder, paths)
+    python = python_parts(folder, paths, facts)
+    javascript = js_parts(folder, paths, facts)
+    go = go_parts(folder, paths, facts)
+    layout = [*python.layout, *javascript.layout, *go.layout]
+    entries = [*python.entries, *javascript.entries, *go.entries]
+    # Notable modules not already shown: a module's head would also hide an entry point inside it.
+    shown = {part.path for part in [*layout, *entries]}
+    modules = [part for part in [*python.modules, *javascript.modules, *go.modules] if part.path not in shown]
+    manifests = facts.parts
+
+    paragraphs = [_about(workspace_id, facts, readme, described=bool(layout or entries))]
+    if layout:
+        paragraphs.append(" ".join(part.text for part in layout))
+    elif not entries:
+        shallow = sorted(paths, key=lambda p: (p.count("/"), p))
+        more = f" and {len(shallow) - _FALLBACK_FILES} more" if len(shallow) > _FALLBACK_FILES else ""
+        paragraphs.append("Its files, shallowest first: " + ", ".join(shallow[:_FALLBACK_FILES]) + more + ".")
+    if entries:
+        paragraphs.append("Where it starts: " + "; ".join(part.text for part in entries) + ".")
+    elif layout:
+        paragraphs.append(
+            f"It declares no command-line entry point, so it is used as a library: start reading at {layout[0].where}."
+        )
+    folders = _folders(paths)
+    if folders:
+        paragraphs.append(folders)
+
+    # Manifests come last: the README says more than metadata, the entry function more than its declaration.
+    ordered = _interleave([[readme] if readme else [], layout, entries, modules]) + _interleave([manifests])
+    ordered = _distinct(ordered)
+    if not ordered:
+        ordered = _fallback_parts(folder, paths, top_k)
+    sources = []
+    for number, part in enumerate(ordered[:top_k]):
+        sources.append(_source(part, round(1.0 / (number + 1), 4)))
+    return Overview("\n\n".join(paragraphs), sources)
+
+
+def _about(workspace_id: str, facts: Facts, readme: Part | None, described: bool) -> str:
+    name = facts.name or workspace_id
+    description = facts.description
+    if description and readme is not None and _similar(description, readme.text):
+        description = None  # the README's first paragraph says the same, and more
+    if readme is None:
+        if description:
+            return f"`{name}` — {description.rstrip('.')}."
+        if described:
+            return f"`{name}` has no README or description in this workspace; here is what its code says about itself."
+        return f"`{name}` has no README, manifest or package documentation in this workspace."
+    if description:
+        return f"`{name}` — {description.rstrip('.')}. Its {readme.path} says: {readme.text}"
+    return f"What `{name}` is, in its {readme.path}: {readme.text}"
+
+
+def _similar(first: str, second: str) -> bool:
+    words = set(WORD_RE.findall(first.lower()))
+    return bool(words) and len(words & set(WORD_RE.findall(second.lower()))) >= 0.6 * len(words)
+
+
+def _interleave(groups: list[list[Part]]) -> list[Part]:
+    """One of each kind in turn (the README first), so a small ``top_k`` still shows every kind."""
+    return [
+        group[rank]
+        for rank in range(max((len(group) for group in groups), default=0))
+        for group in groups
+        if rank < len(group) and group[rank].path
+    ]
+
+
+def _distinct(parts: list[Part]) -> list[Part]:
+    """Drop a part whose lines overlap one already chosen: the same place twice says nothing new."""
+    out: list[Part] = []
+    for part in parts:
+        if not any(
+            part.path == kept.path and part.start_line <= kept.end_line and kept.start_line <= part.end_line
+            for kept in out
+        ):
+            out.append(part)
+    return out
+
+
+def _folders(paths: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for path in paths:
+        if "/" in path and not path.startswith("."):
+            top = path.split("/", 1)[0]
+            counts[top] = counts.get(top, 0) + 1
+    if not counts:
+        return ""
+    biggest = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:8]
+    listed = ", ".join(f"{top}/ ({count} file{'s' if count != 1 else ''})" for top, count in biggest)
+    top_files = sum(1 for path in paths if "/" not in path)
+    return f"Top-level folders: {listed}; {top_files} file{'s' if top_files != 1 else ''} at the top."
+
+
+def _fallback_parts(folder: Path, paths: list[str], top_k: int) -> list[Part]:
+    """No README, manifest or known language: the shallowest files, so the overview still points somewhere."""
+    parts = []
+    for path in sorted(paths, key=lambda p: (p.count("/"), p)):
+        text = textfiles.read_text(folder / path)
+        if text and text.strip():
+            lines = text.splitlines()
+            end = min(len(lines), 40)
+            parts.append(Part(path, 1, end, None, path, "\n".join(lines[:end])))
+        if len(parts) == top_k:
+            break
+    return parts
+
+
+def _source(part: Part, score: float) -> Source:
+    end = min(part.end_line, part.start_line + _OVERVIEW_SOURCE_LINES - 1)
+    snippet = "\n".join(part.snippet.splitlines()[: end - part.start_line + 1])
+    return Source(
+        path=part.path,
+        start_line=part.start_line,
+        end_line=end,
+        symbol=part.symbol,
+        snippet=snippet,
+        score=score,
+        doc=part.doc,
+    )
