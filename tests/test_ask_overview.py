@@ -111,7 +111,8 @@ def test_python_workspace_overview(root: Path) -> None:
     ]
     cli = result["sources"][2]
     assert cli["snippet"] == 'def main(argv=None):\n    """Run the shop command."""\n    return len(argv or sys.argv)'
-    assert set(cli) == {"path", "start_line", "end_line", "symbol", "snippet", "score"}
+    assert set(cli) == {"path", "start_line", "end_line", "symbol", "snippet", "score", "callers", "callees"}
+    assert (cli["callers"], cli["callees"]) == ([], [])
 
 
 def test_javascript_workspace_overview(root: Path) -> None:
@@ -127,10 +128,10 @@ def test_javascript_workspace_overview(root: Path) -> None:
     )
     assert brief(result["sources"]) == [
         ("Readme.md", 1, 3, None, 1.0),
-        ("lib/index.js", 1, 11, None, 0.5),
+        ("lib/index.js", 1, 5, None, 0.5),
         ("bin/greet.js", 1, 3, None, 0.3333),
         ("lib/languages.js", 1, 3, None, 0.25),
-        ("package.json", 1, 7, None, 0.2),
+        ("lib/index.js", 7, 11, "createGreeter", 0.2),
     ]
 
 
@@ -144,9 +145,10 @@ def test_go_workspace_overview(root: Path) -> None:
         "Top-level folders: greet/ (2 files); 2 files at the top."
     )
     assert brief(result["sources"]) == [
-        ("main.go", 3, 14, None, 1.0),
-        ("greet/greet.go", 1, 7, None, 0.5),
-        ("go.mod", 1, 3, None, 0.3333),
+        ("main.go", 3, 10, None, 1.0),
+        ("main.go", 12, 14, "main", 0.5),
+        ("greet/greet.go", 1, 7, None, 0.3333),
+        ("go.mod", 1, 3, None, 0.25),
     ]
 
 
@@ -161,7 +163,8 @@ def test_workspace_without_readme(root: Path) -> None:
     result = ask(root, "bare", "Give me an overview")
     assert result["answer"] == (
         "`bare` has no README or description in this workspace; here is what its code says about itself.\n\n"
-        "The Python package `tool` (tool/__init__.py): Small tools for text. Its modules: `words`.\n\n"
+        "The Python package `tool` (tool/__init__.py): Small tools for text. "
+        "Its modules: `words` (defines `count`).\n\n"
         "It declares no command-line entry point, so it is used as a library: start reading at tool/__init__.py.\n\n"
         "Top-level folders: tool/ (2 files); 0 files at the top."
     )

@@ -83,6 +83,7 @@ def _build(folder: Path, paths: list[str], facts: Facts, workspace_id: str, top_
     go = go_parts(folder, paths, facts)
     layout = [*python.layout, *javascript.layout, *go.layout]
     entries = [*python.entries, *javascript.entries, *go.entries]
+    layout = _make_room(layout, entries)
     # Notable modules not already shown: a module's head would also hide an entry point inside it.
     shown = {part.path for part in [*layout, *entries]}
     modules = [part for part in [*python.modules, *javascript.modules, *go.modules] if part.path not in shown]
@@ -106,7 +107,9 @@ def _build(folder: Path, paths: list[str], facts: Facts, workspace_id: str, top_
         paragraphs.append(folders)
 
     # Manifests come last: the README says more than metadata, the entry function more than its declaration.
-    ordered = _interleave([[readme] if readme else [], layout, entries, modules]) + _interleave([manifests])
+    # First the README, the main package, two entry points and one module; then the rest of each in turn.
+    first = _interleave([[readme] if readme else [], layout[:1], entries[:2], modules[:1]])
+    ordered = first + _interleave([layout[1:], entries[2:], modules[1:]]) + manifests
     ordered = _distinct(ordered)
     if not ordered:
         ordered = _fallback_parts(folder, paths, top_k)
@@ -135,6 +138,24 @@ def _about(workspace_id: str, facts: Facts, readme: Part | None, described: bool
 def _similar(first: str, second: str) -> bool:
     words = set(WORD_RE.findall(first.lower()))
     return bool(words) and len(words & set(WORD_RE.findall(second.lower()))) >= 0.6 * len(words)
+
+
+def _make_room(parts: list[Part], entries: list[Part]) -> list[Part]:
+    """Cut a file's head short of an entry point inside it, so both can be sources without overlapping."""
+    out = []
+    for part in parts:
+        starts = [
+            e.start_line for e in entries if e.path == part.path and part.start_line < e.start_line <= part.end_line
+        ]
+        if starts and part.symbol is None:
+            lines = part.snippet.splitlines()[: min(starts) - part.start_line]
+            while lines and not lines[-1].strip():
+                lines.pop()
+            if lines:
+                end = part.start_line + len(lines) - 1
+                part = Part(part.path, part.start_line, end, None, part.text, "\n".join(lines), part.doc)
+        out.append(part)
+    return out
 
 
 def _interleave(groups: list[list[Part]]) -> list[Part]:

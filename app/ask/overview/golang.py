@@ -13,6 +13,7 @@ from app.ask.overview.parts import (
     Part,
     block_end,
     first_sentence,
+    is_main_language,
     line_of,
     line_span,
     retext,
@@ -26,6 +27,8 @@ _GO_PACKAGE_RE = re.compile(r"^package\s+(\w+)", re.MULTILINE)
 def go_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
     """Each package with its package comment; ``func main`` of every main package."""
     found = Found()
+    if not is_main_language(paths, "go", "go.mod"):
+        return found
     by_dir: dict[str, list[str]] = {}
     for path in paths:
         if path.endswith(".go") and not path.endswith("_test.go") and _go_code_path(path):

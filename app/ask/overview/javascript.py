@@ -15,12 +15,20 @@ from app.ask.overview.parts import (
     first_sentence,
     head_part,
     is_code_path,
+    is_main_language,
     line_of,
     line_span,
     retext,
 )
 
 _JS_SUFFIXES = (".js", ".mjs", ".cjs", ".ts", ".mts", ".cts", ".jsx", ".tsx")
+# Top-level classes and functions, and methods assigned to an object (``app.init = function init() {``).
+_DEFINED_RE = re.compile(
+    r"^(?:export\s+)?(?:default\s+)?(?:abstract\s+)?class\s+([A-Za-z_$][\w$]*)"
+    r"|^(?:export\s+)?(?:default\s+)?(?:async\s+)?function\*?\s+([A-Za-z_$][\w$]*)"
+    r"|^([A-Za-z_$][\w$]*\.[A-Za-z_$][\w$]*)\s*=\s*(?:async\s+)?function\b",
+    re.MULTILINE,
+)
 _JS_EXPORT_RE = re.compile(
     r"^[ \t]*(?:module\.)?exports\.([A-Za-z_$][\w$]*)\s*=|^[ \t]*export\s+(?:default\s+)?(?:async\s+)?"
     r"(?:function\*?|class|const|let|var)\s+([A-Za-z_$][\w$]*)|^[ \t]*(?:exports\s*=\s*)?module\.exports\s*=\s*"
@@ -33,7 +41,7 @@ def js_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
     """The package's main and bin files with what they export, and the files of its code folders."""
     found = Found()
     code = [p for p in paths if p.endswith(_JS_SUFFIXES) and is_code_path(p) and not _is_declaration(p)]
-    if not code:
+    if not code or not is_main_language(paths, "js", "package.json"):
         return found
     texts: dict[str, str] = {}
 
@@ -68,7 +76,8 @@ def js_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
         listed = []
         for path in files[:MAX_LISTED]:
             header = _header_comment(read(path))
-            listed.append(path[len(top) + 1 :] + (f" ({first_sentence(header, 100).rstrip('.')})" if header else ""))
+            summary = f" ({first_sentence(header, 100).rstrip('.')})" if header else _defines(read(path))
+            listed.append(path[len(top) + 1 :] + summary)
         more = f" and {len(files) - len(listed)} more" if len(files) > len(listed) else ""
         plural = "s" if len(files) != 1 else ""
         text = f"The folder {top}/ holds {len(files)} script file{plural}: " + ", ".join(listed) + more + "."
@@ -79,6 +88,16 @@ def js_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
             retext(head_part(p, read(p)), p) for p in sorted(files, key=lambda p: -len(read(p)))[:MAX_LISTED]
         )
     return found
+
+
+def _defines(text: str, limit: int = 3) -> str:
+    """For a file without a header comment, its first classes and functions, as " (defines `a`, `b`)"."""
+    found = (next(group for group in match.groups() if group) for match in _DEFINED_RE.finditer(text))
+    names = list(dict.fromkeys(name for name in found if name != "module.exports"))
+    if not names:
+        return ""
+    more = ", …" if len(names) > limit else ""
+    return " (defines " + ", ".join(f"`{name}`" for name in names[:limit]) + more + ")"
 
 
 def _is_declaration(path: str) -> bool:

@@ -109,3 +109,23 @@ def block_end(text: str, start: int) -> int:
         if opened and depth <= 0:
             return number + 1
     return min(len(lines), start + 149)
+
+
+_CODE_SUFFIXES = {".py": "python", ".go": "go", ".js": "js", ".mjs": "js", ".cjs": "js", ".ts": "js", ".tsx": "js"}
+_MINOR_SHARE = 0.2
+
+
+def is_main_language(paths: list[str], language: str, manifest_name: str) -> bool:
+    """Whether ``language`` is one the workspace is written in: it has the manifest, or a fifth of the code.
+
+    A Python app's one static script or a JS project's helper script in Go is not worth an overview line.
+    """
+    if manifest_name in paths:
+        return True
+    counts = {"python": 0, "go": 0, "js": 0}
+    for path in paths:
+        kind = _CODE_SUFFIXES.get(path[path.rfind(".") :]) if "." in path else None
+        if kind:
+            counts[kind] += 1
+    total = sum(counts.values())
+    return total > 0 and counts[language] >= _MINOR_SHARE * total

@@ -22,6 +22,14 @@ from app.ask.overview.parts import (
 _DOCSTRING_RE = re.compile(r"^(?:[ \t]*(?:#[^\n]*)?\n)*[ \t]*[rRuU]?(\"\"\"|''')(.*?)\1", re.DOTALL)
 _MAIN_GUARD_RE = re.compile(r"^if\s+__name__\s*==\s*['\"]__main__['\"]\s*:", re.MULTILINE)
 _FACTORY_RE = re.compile(r"^(?:async\s+)?def\s+((?:create|make|build)_app)\s*\(", re.MULTILINE)
+_DEFINED_RE = re.compile(r"^(?:async\s+)?(?:def|class)\s+([A-Za-z]\w*)", re.MULTILINE)
+_MAX_PACKAGES = 8
+# What loads each conventional entry file.
+_ENTRY_FILES = {
+    "wsgi.py": "a WSGI server (gunicorn, uWSGI) loads {path}",
+    "asgi.py": "an ASGI server (uvicorn, hypercorn) loads {path}",
+    "manage.py": "{path} runs the project's management commands",
+}
 
 
 def python_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
@@ -43,7 +51,7 @@ def python_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
             texts[path] = textfiles.read_text(folder / path) or ""
         return texts[path]
 
-    for package in packages:
+    for package in packages[:_MAX_PACKAGES]:
         init = f"{package}/__init__.py"
         found.layout.append(_python_package(package, init, read(init), code, read))
     if packages:
@@ -53,7 +61,8 @@ def python_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
         found.modules.extend(_python_module(p, read(p)) for p in children[:MAX_LISTED])
     for module in modules[:MAX_LISTED]:
         text = read(module)
-        if text:
+        # Beside packages, a loose module without a docstring is usually a script or a config file.
+        if text and (not packages or _docstring(text)):
             found.layout.append(_python_module(module, text))
 
     for command, target in facts.scripts:
@@ -66,9 +75,9 @@ def python_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
             package = path.rsplit("/", 1)[0].rsplit("/", 1)[-1]
             part = head_part(path, read(path))
             found.entries.append(retext(part, f"`python -m {package}` runs {path}"))
-        elif name in ("wsgi.py", "asgi.py", "manage.py") and path.count("/") <= 2:
+        elif name in _ENTRY_FILES and path.count("/") <= 2:
             part = head_part(path, read(path))
-            found.entries.append(retext(part, f"{path} is what a server or `manage` command loads"))
+            found.entries.append(retext(part, _ENTRY_FILES[name].format(path=path)))
     for path in dict.fromkeys([*(f"{p}/__init__.py" for p in packages), *modules, *_app_files(code)]):
         text = read(path)
         for match in _FACTORY_RE.finditer(text):
@@ -122,7 +131,7 @@ def _python_package(package: str, init: str, text: str, code: list[str], read) -
     children = _children(package, code)
     for child in children[:MAX_LISTED]:
         child_doc = _docstring(read(child))
-        summary = f" ({first_sentence(child_doc[0], 100).rstrip('.')})" if child_doc else ""
+        summary = f" ({first_sentence(child_doc[0], 100).rstrip('.')})" if child_doc else _defines(read(child))
         listed.append(f"`{_child_name(package, child)}`{summary}")
     if listed:
         more = f" and {len(children) - len(listed)} more" if len(children) > len(listed) else ""
@@ -133,11 +142,22 @@ def _python_package(package: str, init: str, text: str, code: list[str], read) -
 
 
 def _public_names(text: str) -> list[str]:
-    """What a package offers: its ``__all__`` if it has one, else the public classes and functions it defines."""
+    """What a package offers: the classes and functions it defines itself first, then the rest of ``__all__``."""
+    names = _DEFINED_RE.findall(text)
     declared = re.search(r"^__all__\s*(?::[^=]*)?=\s*[\[(](.*?)[\])]", text, re.MULTILINE | re.DOTALL)
     if declared:
-        return re.findall(r"['\"]([A-Za-z]\w*)['\"]", declared.group(1))
-    return re.findall(r"^(?:async\s+)?(?:def|class)\s+([A-Za-z]\w*)", text, re.MULTILINE)
+        exported = re.findall(r"['\"]([A-Za-z]\w*)['\"]", declared.group(1))
+        names = [name for name in names if name in exported] + [name for name in exported if name not in names]
+    return list(dict.fromkeys(names))
+
+
+def _defines(text: str, limit: int = 4) -> str:
+    """ " (defines `a`, `b`, …)" for a module without a docstring: its first public classes and functions."""
+    names = list(dict.fromkeys(_DEFINED_RE.findall(text)))
+    if not names:
+        return ""
+    more = ", …" if len(names) > limit else ""
+    return " (defines " + ", ".join(f"`{name}`" for name in names[:limit]) + more + ")"
 
 
 def _children(package: str, code: list[str]) -> list[str]:
