@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import click
 from flask import Flask
@@ -156,35 +161,99 @@ def key_revoke(key_id: str) -> None:
 @click.argument("workspace_id")
 @click.argument("path", type=click.Path(exists=True, dir_okay=True, file_okay=True))
 @click.option("--replace", is_flag=True, help="Replace an existing workspace of that id.")
+@click.option("--wait", is_flag=True, help="Build the index here, with a progress bar, instead of in the background.")
 @_guard
-def workspace_import(workspace_id: str, path: str, replace: bool) -> None:
-    """Create workspace WORKSPACE_ID from a folder, a .zip or a .tar.gz."""
+def workspace_import(workspace_id: str, path: str, replace: bool, wait: bool) -> None:
+    """Create workspace WORKSPACE_ID from a folder, a .zip or a .tar.gz, then index it in the background."""
     from pathlib import Path
 
     from app.ask.importer import import_workspace
 
-    result = import_workspace(services().config.workspaces_dir, workspace_id, Path(path), replace=replace)
+    root = services().config.workspaces_dir
+    result = import_workspace(root, workspace_id, Path(path), replace=replace)
     click.echo(f"Imported {result['file_count']} files ({result['size_bytes']} bytes) into workspace {result['id']}.")
-    click.echo(f"Build its index now with: flask --app wsgi workspace index {result['id']}")
+    command = None if wait else _background_index_command(result["id"])
+    if command is None:
+        _echo_stats(_index_with_progress(root, result["id"]))
+        return
+    _start_detached(command, root, result["id"])
+    click.echo(
+        "Indexing it in the background: see the dashboard or `flask --app wsgi workspace list`; "
+        f"`flask --app wsgi workspace index {result['id']}` follows it with a progress bar."
+    )
+
+
+def _background_index_command(workspace_id: str) -> list[str] | None:
+    """The command that indexes the workspace in a process of its own; None if this app cannot be named."""
+    from flask.cli import ScriptInfo
+
+    info = click.get_current_context().find_object(ScriptInfo)
+    app_path = (info.app_import_path if info else None) or os.environ.get("FLASK_APP")
+    if not app_path:  # e.g. a test runner's app object: index here instead
+        return None
+    return [sys.executable, "-m", "flask", "--app", app_path, "workspace", "index", "--quiet", workspace_id]
+
+
+def _start_detached(command: list[str], root: Path, workspace_id: str) -> None:
+    """Run ``command`` in a session of its own so it outlives this one; its output goes beside the index."""
+    from app.ask import indexstate
+    from app.ask.store import index_dir
+
+    index_dir(root).mkdir(parents=True, exist_ok=True)
+    indexstate.mark_queued(root, workspace_id)
+    with open(index_dir(root) / f"{workspace_id}.log", "wb") as log_file:
+        subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _index_with_progress(root: Path, workspace_id: str, quiet: bool = False):
+    """Index under the job lock, showing n/N files; a build another process has under way is followed first."""
+    from app.ask import indexjobs, indexstate
+
+    on_terminal = not quiet and sys.stdout.isatty()
+    bar = click.progressbar(length=0, label=f"Indexing {workspace_id}", show_pos=True, show_eta=False)
+    tenths_shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        if on_terminal:
+            bar.length = total
+            bar.update(done - bar.pos)
+            return
+        # Off a terminal (logs, CI) a bar cannot redraw itself: one line per tenth of the work instead.
+        tenth = done * 10 // total if total else 10
+        if not quiet and tenth > tenths_shown[0]:
+            tenths_shown[0] = tenth
+            click.echo(f"Indexing {workspace_id}: {done}/{total} files")
+
+    with contextlib.ExitStack() as stack:
+        if on_terminal:
+            stack.enter_context(bar)
+        if indexstate.job_running(root, workspace_id):
+            if not quiet:
+                click.echo(f"Another process is indexing {workspace_id}; following it.", err=True)
+            while indexstate.job_running(root, workspace_id):
+                state = indexstate.read_state(root, workspace_id)
+                if state["state"] == indexstate.INDEXING and state["total"]:
+                    progress(state["done"], state["total"])
+                time.sleep(0.2)
+        return indexjobs.run_index(root, workspace_id, progress)
+
+
+def _echo_stats(stats) -> None:
+    read, removed = stats.files_read, stats.files_removed
+    click.echo(f"{stats.files_seen} files, {read} read, {removed} removed, {stats.chunks} chunks.")
 
 
 @workspace_cli.command("index")
 @click.argument("workspace_id")
+@click.option("--quiet", is_flag=True, help="No output unless it fails (the state file still records progress).")
 @_guard
-def workspace_index(workspace_id: str) -> None:
+def workspace_index(workspace_id: str, quiet: bool) -> None:
     """Build or refresh the search index of a workspace, with a progress bar."""
-    from app.ask.index import update_index
-
-    with click.progressbar(length=0, label=f"Indexing {workspace_id}", show_pos=True) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.length = total
-            bar.update(done - bar.pos)
-
-        stats = update_index(services().config.workspaces_dir, workspace_id, progress)
-    click.echo(
-        f"{stats.files_seen} files, {stats.files_read} read, {stats.files_removed} removed, {stats.chunks} chunks."
-    )
+    stats = _index_with_progress(services().config.workspaces_dir, workspace_id, quiet)
+    if not quiet:
+        _echo_stats(stats)
 
 
 @workspace_cli.command("list")
@@ -194,7 +263,14 @@ def workspace_list() -> None:
     from app.ask.workspaces import list_workspaces
 
     for ws in list_workspaces(services().config.workspaces_dir):
-        click.echo(f"{ws['id']}\t{ws['file_count']} files\t{ws['size_bytes']} bytes\t{ws['last_indexed'] or 'never'}")
+        state = ws["state"]
+        if "progress" in ws:
+            state += f" {ws['progress']['done']}/{ws['progress']['total']}"
+        elif "reason" in ws:
+            state += f": {ws['reason']}"
+        click.echo(
+            f"{ws['id']}\t{ws['file_count']} files\t{ws['size_bytes']} bytes\t{ws['last_indexed'] or 'never'}\t{state}"
+        )
 
 
 @workspace_cli.command("delete")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ DEFAULT_TRUSTED_PROXIES = "127.0.0.0/8,::1"
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAPPED_V4 = ipaddress.IPv6Network("::ffff:0:0/96")
 FALSE_WORDS = {"0", "false", "no", "off", ""}
+ASK_INDEX_WAIT_MAX = 300.0
 
 
 class ConfigError(ValueError):
@@ -47,6 +49,7 @@ class Config:
     llm_model: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)
     llm_timeout: float = 60.0
+    ask_index_wait: float = 10.0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default_factory=lambda: parse_networks("TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES)
     )
@@ -101,6 +104,17 @@ def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _seconds(env: dict, name: str, default: str, maximum: float) -> float:
+    raw = _get(env, name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= maximum:  # also refuses nan and inf
+        raise ConfigError(f"{name} must be a number of seconds from 0 to {maximum:g}, got {raw!r}")
     return value
 
 
@@ -219,6 +233,18 @@ def _split_keys(raw: str | None) -> tuple[str, ...]:
     return tuple(k.strip() for k in raw.split(",") if k.strip())
 
 
+def _workspaces_dir(env: dict) -> Path:
+    """``WORKSPACES_DIR``, created when missing (gunicorn's master writes the setup token there first)."""
+    path = Path(_get(env, "WORKSPACES_DIR", "./workspaces")).resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"WORKSPACES_DIR {path} does not exist and cannot be created ({exc.strerror})") from None
+    if not path.is_dir():
+        raise ConfigError(f"WORKSPACES_DIR {path} is not a folder")
+    return path
+
+
 def _secret_key(env: dict, workspaces_dir: Path) -> str:
     """SECRET_KEY from the environment, else one generated once and kept beside the data."""
     configured = _get(env, "SECRET_KEY")
@@ -253,7 +279,7 @@ def _warn_if_short(name: str, key: str) -> None:
 def load_config(env: dict | None = None) -> Config:
     """Build the Config from ``env`` (default: ``os.environ``). Raises ConfigError."""
     env = dict(os.environ if env is None else env)
-    workspaces_dir = Path(_get(env, "WORKSPACES_DIR", "./workspaces")).resolve()
+    workspaces_dir = _workspaces_dir(env)
 
     raw_limit = _get(env, "API_RATE_LIMIT", "100")
     try:
@@ -279,6 +305,8 @@ def load_config(env: dict | None = None) -> Config:
         raise ConfigError(f"LLM_TIMEOUT must be a number of seconds, got {llm_timeout_raw!r}") from None
     if llm_timeout <= 0:
         raise ConfigError(f"LLM_TIMEOUT must be positive, got {llm_timeout_raw!r}")
+
+    ask_index_wait = _seconds(env, "ASK_INDEX_WAIT", "10", maximum=ASK_INDEX_WAIT_MAX)
 
     storage = _get(env, "RATELIMIT_STORAGE_URI", "memory://")
     if "://" not in storage:
@@ -309,6 +337,7 @@ def load_config(env: dict | None = None) -> Config:
         llm_model=_get(env, "LLM_MODEL"),
         llm_api_key=_get(env, "LLM_API_KEY"),
         llm_timeout=llm_timeout,
+        ask_index_wait=ask_index_wait,
         trusted_proxies=parse_networks("TRUSTED_PROXIES", _get(env, "TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES)),
         trusted_proxy_headers=_proxy_headers(env),
         user_rate_limit=user_rate_limit,

@@ -52,12 +52,13 @@ def test_regex_is_the_documented_one() -> None:
 
 def test_list_workspaces(root: Path) -> None:
     assert list_workspaces(root) == [
-        {"id": "alpha", "file_count": 2, "size_bytes": 30, "last_indexed": None},
-        {"id": "beta", "file_count": 1, "size_bytes": 25, "last_indexed": None},
+        {"id": "alpha", "file_count": 2, "size_bytes": 30, "last_indexed": None, "state": "not_indexed"},
+        {"id": "beta", "file_count": 1, "size_bytes": 25, "last_indexed": None, "state": "not_indexed"},
     ]
     update_index(root, "beta")
     beta = list_workspaces(root)[1]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", beta["last_indexed"])
+    assert beta["state"] == "ready"  # an index built without a job (before states existed) is ready too
 
 
 def test_list_of_missing_root_is_empty(tmp_path: Path) -> None:

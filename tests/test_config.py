@@ -34,6 +34,7 @@ def test_defaults(tmp_path):
     assert config.trusted_proxy_count == 0
     assert config.session_cookie_secure is False
     assert (config.host, config.port) == ("127.0.0.1", 8000)
+    assert config.ask_index_wait == 10.0
     settings = config.flask_settings()
     assert settings["SESSION_COOKIE_HTTPONLY"] is True
     assert settings["SESSION_COOKIE_SAMESITE"] == "Lax"
@@ -59,8 +60,10 @@ def test_values_are_read(tmp_path):
             AUTH_FAILURE_LIMIT="5 per minute",
             HOST="0.0.0.0",
             PORT="9000",
+            ASK_INDEX_WAIT="2.5",
         )
     )
+    assert config.ask_index_wait == 2.5
     assert config.admin_api_key == "a" * 40
     assert config.valid_api_keys == ("one-key", "two-key")
     assert config.api_rate_limit == 7
@@ -144,6 +147,10 @@ def test_allowed_ips_with_only_commas_is_an_error(tmp_path):
         ("AUTH_FAILURE_LIMIT", "often", "AUTH_FAILURE_LIMIT must look like '20/minute' or '100 per hour', got 'often'"),
         ("LOGIN_RATE_LIMIT", "10/fortnight", "LOGIN_RATE_LIMIT must look like"),
         ("RATELIMIT_STORAGE_URI", "redis", "RATELIMIT_STORAGE_URI must be a URI such as memory://"),
+        ("ASK_INDEX_WAIT", "soon", "ASK_INDEX_WAIT must be a number of seconds from 0 to 300, got 'soon'"),
+        ("ASK_INDEX_WAIT", "-1", "ASK_INDEX_WAIT must be a number of seconds from 0 to 300, got '-1'"),
+        ("ASK_INDEX_WAIT", "nan", "ASK_INDEX_WAIT must be a number of seconds from 0 to 300, got 'nan'"),
+        ("ASK_INDEX_WAIT", "3600", "ASK_INDEX_WAIT must be a number of seconds from 0 to 300, got '3600'"),
     ],
 )
 def test_bad_values_are_config_errors_naming_the_variable(tmp_path, name, value, message):
@@ -202,6 +209,11 @@ def _import_wsgi(tmp_path: Path, **overrides: str) -> subprocess.CompletedProces
             "10.0.0.0/8,not-an-ip",
             "askgate: configuration error: ALLOWED_IPS entry 'not-an-ip' is not an IP address or CIDR range "
             "(examples: 203.0.113.7, 10.0.0.0/8, 2001:db8::/32, or * for everyone)",
+        ),
+        (
+            "ASK_INDEX_WAIT",
+            "ten",
+            "askgate: configuration error: ASK_INDEX_WAIT must be a number of seconds from 0 to 300, got 'ten'",
         ),
         (
             "API_RATE_LIMIT",

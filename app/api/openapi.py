@@ -10,7 +10,9 @@ from flask import jsonify
 
 from app.api.errors import MESSAGES
 from app.api.routes import QUESTION_MAX, bp
+from app.ask.callgraph import MAX_NEIGHBOURS
 from app.ask.engine import MAX_TOP_K, MIN_TOP_K
+from app.ask.indexstate import STATES
 from app.ask.workspaces import WORKSPACE_ID_RE
 from app.extensions import limiter
 from app.keys.store import EXPIRY_CHOICES, NAME_MAX
@@ -96,7 +98,33 @@ SCHEMAS = {
             "symbol": {"type": ["string", "null"], "description": "The function or class, when known."},
             "snippet": {"type": "string"},
             "score": {"type": "number"},
+            "callers": {
+                "type": "array",
+                "items": _ref("schemas", "SymbolRef"),
+                "maxItems": MAX_NEIGHBOURS,
+                "description": "Functions, methods and classes of the workspace that call this source's symbol: code "
+                "before tests, then by path and line. Empty when the source is not a definition or nothing calls it.",
+            },
+            "callees": {
+                "type": "array",
+                "items": _ref("schemas", "SymbolRef"),
+                "maxItems": MAX_NEIGHBOURS,
+                "description": "What this source's symbol calls among the workspace's own definitions, in the order "
+                "it first calls them. Calls whose target is ambiguous or outside the workspace are left out.",
+            },
         }
+    ),
+    "SymbolRef": _object(
+        {
+            "symbol": {
+                "type": "string",
+                "description": "`func`, `Class` or `Class.method`.",
+                "examples": ["guard_api"],
+            },
+            "path": {"type": "string", "description": "Relative to the workspace, with / separators."},
+            "line": {"type": "integer", "minimum": 1, "description": "Where the definition starts."},
+        },
+        description="A function, method or class of the workspace, found by the call graph built at index time.",
     ),
     "AskResult": _object(
         {
@@ -113,7 +141,19 @@ SCHEMAS = {
             "file_count": {"type": "integer", "minimum": 0},
             "size_bytes": {"type": "integer", "minimum": 0},
             "last_indexed": NULLABLE_TIMESTAMP,
-        }
+            "state": {
+                "type": "string",
+                "enum": list(STATES),
+                "description": "Its index: `queued`, `indexing`, `ready`, `failed` or `not_indexed` (indexed on "
+                "the first question). An import or upload starts indexing in the background.",
+            },
+            "progress": _object(
+                {"done": {"type": "integer", "minimum": 0}, "total": {"type": "integer", "minimum": 0}},
+                description="While `indexing` only: files read so far of those to read (total 0 while listing).",
+            ),
+            "reason": {"type": "string", "description": "When `failed` only: why, fit to show a person."},
+        },
+        required=("id", "file_count", "size_bytes", "last_indexed", "state"),
     ),
     "WorkspaceList": _object({"workspaces": {"type": "array", "items": _ref("schemas", "Workspace")}}),
     "Key": _object(
@@ -270,6 +310,24 @@ def _ok(schema: str, description: str = "OK") -> tuple[str, dict]:
     return "200", _json_body(_ref("schemas", schema), description, _RATE_HEADERS)
 
 
+def _ask_unavailable() -> dict:
+    """/api/ask's 503: besides the store, a workspace whose first index is still being built."""
+    response = _json_body(
+        _ref("schemas", "Error"),
+        "`Workspace is being indexed`: its first index was not ready within ASK_INDEX_WAIT seconds (ask again "
+        "after `Retry-After`); `Workspace could not be indexed: …` when building it failed; or, as for every "
+        "call, the key or user store is unavailable.",
+        {
+            "Retry-After": {
+                "description": "With `Workspace is being indexed`: seconds until the index is likely ready.",
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            }
+        },
+    )
+    response["content"][JSON]["examples"] = {"indexing": {"value": {"error": "Workspace is being indexed"}}}
+    return response
+
+
 def build_document() -> dict:
     """The OpenAPI 3.1 document for every route under /api."""
     ask_ok = _json_body(_ref("schemas", "AskResult"), "The answer and the code it is based on.", _RATE_HEADERS)
@@ -279,6 +337,18 @@ def build_document() -> dict:
             "description": "Session callers sending `Accept: text/html` (the Ask page) get an HTML fragment.",
         }
     }
+    ask = _operation(
+        "Ask a question about a workspace's code",
+        ("200", ask_ok),
+        errors=(*WRITE, "404"),
+        body="AskRequest",
+        parameters=[CSRF_HEADER],
+        description="404 `Workspace not found` for a well-formed id without a folder in WORKSPACES_DIR; "
+        "400 for an empty workspace. A workspace without a ready index is indexed first: the call waits up to "
+        "ASK_INDEX_WAIT seconds for it, then answers 503 `Workspace is being indexed` with `Retry-After`.",
+        operation_id="ask",
+    )
+    ask["responses"]["503"] = _ask_unavailable()
     new_key = _json_body(_ref("schemas", "NewKey"), "The new key, shown this once.", _RATE_HEADERS)
     new_key["headers"]["Cache-Control"] = {"required": True, "schema": {"type": "string", "const": "no-store"}}
     key_writes = ("400", "404", "413", "507")
@@ -302,18 +372,7 @@ def build_document() -> dict:
         "/api/whoami": {
             "get": _operation("Who the API takes the caller to be", _ok("Whoami"), operation_id="whoami"),
         },
-        "/api/ask": {
-            "post": _operation(
-                "Ask a question about a workspace's code",
-                ("200", ask_ok),
-                errors=(*WRITE, "404"),
-                body="AskRequest",
-                parameters=[CSRF_HEADER],
-                description="404 `Workspace not found` for a well-formed id without a folder in WORKSPACES_DIR; "
-                "400 for an empty workspace.",
-                operation_id="ask",
-            )
-        },
+        "/api/ask": {"post": ask},
         "/api/workspaces": {
             "get": _operation("List the workspaces", _ok("WorkspaceList"), operation_id="listWorkspaces"),
         },

@@ -6,7 +6,7 @@ from flask import Blueprint, g, jsonify, request
 
 from app.api.errors import APIError, json_error
 from app.ask.engine import ask as ask_engine
-from app.ask.errors import AskError, WorkspaceNotFound
+from app.ask.errors import AskError, IndexFailed, IndexNotReady, WorkspaceNotFound
 from app.ask.workspaces import delete_workspace as remove_workspace
 from app.ask.workspaces import is_valid_workspace_id, list_workspaces
 from app.auth.hook import protect_api
@@ -88,9 +88,14 @@ def ask():
             question,
             top_k=top_k,
             llm=services().llm,
+            index_wait=services().config.ask_index_wait,
         )
     except WorkspaceNotFound:
         raise APIError(404, "Workspace not found") from None
+    except IndexNotReady as exc:
+        return json_error(503, str(exc), headers={"Retry-After": str(exc.retry_after)})
+    except IndexFailed as exc:
+        return json_error(503, str(exc))
     except AskError as exc:
         raise APIError(400, str(exc)) from None
     if g.principal.auth_method == "session" and request.accept_mimetypes.best == "text/html":

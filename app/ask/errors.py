@@ -25,3 +25,17 @@ class ImportRefused(AskError):
 
 class InvalidQuestion(AskError):
     default_message = "Invalid question"
+
+
+class IndexNotReady(AskError):
+    """The workspace's first index is still being built; ask again after ``retry_after`` seconds."""
+
+    default_message = "Workspace is being indexed"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class IndexFailed(AskError):
+    default_message = "Workspace could not be indexed"

@@ -14,6 +14,9 @@ from app.ask.errors import ImportRefused
 
 _BUFFER = 1024 * 1024
 _EOCD_SEARCH = 65_535 + 22  # the end record sits within the last 64 KiB (its comment) plus its own size
+MAX_NAME_BYTES = 4 * 1024  # a member's name; tar's GNU long-name headers are refused beyond this, unread
+MAX_PAX_HEADER_BYTES = 64 * 1024  # a tar PAX header (the extended attributes of one member, or global ones)
+_MAX_DIRECTORY_ENTRY = 1024  # average bytes per zip directory entry allowed; real ones are 100-300
 # What a broken archive raises while being read; turned into one ImportRefused by the caller. zipfile raises
 # UnicodeDecodeError for a name flagged as UTF-8 that is not.
 CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, NotImplementedError, UnicodeDecodeError)
@@ -56,6 +59,12 @@ class Budget:
             raise ImportRefused(
                 f"The import declares more than {human(self.max_bytes)} of files (the limit); refused at {show(name)}"
             )
+
+    def add_header(self, size: int) -> None:
+        # Header blocks (and long-name or PAX headers) are read into memory too, so they count like file data.
+        self.written += size
+        if self.written > self.max_bytes:
+            raise ImportRefused(f"The import unpacks to more than {human(self.max_bytes)} (the limit)")
 
     def copy(self, source: BinaryIO, target: Path, name: str) -> None:
         # Headers can lie about sizes, so the bytes actually written are counted too.
@@ -109,33 +118,67 @@ def _prepare(staging: Path, rel: PurePosixPath) -> Path:
     return target
 
 
-def _zip_entry_count(source: Path) -> int | None:
-    """Entries the zip's end record declares, read before zipfile loads every entry into memory."""
-    with source.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - _EOCD_SEARCH))
-        tail = handle.read()
+def _zip_directory(handle: BinaryIO) -> tuple[int, int, int] | None:
+    """(declared entry count, directory start, directory size) from the end records, found as zipfile finds them."""
+    size = handle.seek(0, os.SEEK_END)
+    handle.seek(max(0, size - _EOCD_SEARCH))
+    tail = handle.read()
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) - at < 22:
         return None  # zipfile will report the archive as invalid
-    count = struct.unpack("<H", tail[at + 10 : at + 12])[0]
-    locator = at - 20  # a zip64 archive keeps the real count in a record the locator points to
-    if count == 0xFFFF and locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
-        offset = struct.unpack("<Q", tail[locator + 8 : locator + 16])[0]
-        with source.open("rb") as handle:
-            handle.seek(offset)
-            record = handle.read(56)
-        if len(record) == 56 and record[:4] == b"PK\x06\x06":
-            count = struct.unpack("<Q", record[32:40])[0]
-    return count
+    end = size - len(tail) + at
+    count, cd_size = struct.unpack("<HL", tail[at + 10 : at + 16])
+    # A zip64 archive keeps the real numbers in a record just before the locator that precedes the end record.
+    locator = at - 20
+    if locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07" and end >= 76:
+        handle.seek(end - 76)
+        record = handle.read(56)
+        if record[:4] == b"PK\x06\x06":
+            count, cd_size = struct.unpack("<QQ", record[32:48])
+            return count, end - 76 - cd_size, cd_size
+    return count, end - cd_size, cd_size
+
+
+def _check_zip_directory(source: Path, budget: Budget) -> None:
+    """Refuse a zip whose central directory is too big to parse, before zipfile reads it whole.
+
+    The end record's entry count can lie: zipfile parses the directory by its size. So the size is capped, and
+    the entries are counted by walking their fixed headers (names are never read) up to the limit.
+    """
+    max_entries = 2 * budget.max_files  # files and folders are counted separately, each up to the limit
+    with source.open("rb") as handle:
+        found = _zip_directory(handle)
+        if found is None:
+            return
+        declared, start, cd_size = found
+        if declared > max_entries:
+            raise ImportRefused(f"The import has more than {budget.max_files} files (the limit)")
+        if cd_size > max_entries * _MAX_DIRECTORY_ENTRY:
+            raise ImportRefused(
+                f"The zip's central directory is {human(cd_size)}, more than {budget.max_files} files need (the limit)"
+            )
+        if start < 0:
+            return  # zipfile will report the archive as invalid
+        handle.seek(start)
+        walked = entries = 0
+        while walked + 46 <= cd_size:
+            header = handle.read(46)
+            if len(header) < 46 or header[:4] != b"PK\x01\x02":
+                return  # a broken directory: zipfile says so
+            name_len, extra_len, comment_len = struct.unpack("<3H", header[28:34])
+            if name_len > MAX_NAME_BYTES:
+                raise ImportRefused(f"An archive member's name is longer than {human(MAX_NAME_BYTES)} (the limit)")
+            entries += 1
+            if entries > max_entries:
+                raise ImportRefused(f"The import has more than {budget.max_files} files (the limit)")
+            skip = name_len + extra_len + comment_len
+            handle.seek(skip, os.SEEK_CUR)
+            walked += 46 + skip
 
 
 def unpack_zip(source: Path, staging: Path, budget: Budget) -> None:
     """Check every member of a zip, then extract them; links, special and encrypted files are refused."""
-    declared = _zip_entry_count(source)
-    if declared is not None and declared > 2 * budget.max_files:
-        raise ImportRefused(f"The import has more than {budget.max_files} files (the limit)")
+    _check_zip_directory(source, budget)
     with zipfile.ZipFile(source) as archive:
         members = archive.infolist()
         plan: list[tuple[PurePosixPath, zipfile.ZipInfo]] = []
@@ -165,12 +208,44 @@ def unpack_zip(source: Path, staging: Path, budget: Budget) -> None:
                 budget.copy(member, _prepare(staging, rel), info.filename)
 
 
+_LONG_NAME_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+_PAX_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+
+
+def _bounded_tarinfo(budget: Budget) -> type[tarfile.TarInfo]:
+    """A TarInfo that checks each header's declared size before tarfile reads that header into memory.
+
+    tarfile reads a GNU long-name header or a PAX header whole, whatever size its 512-byte block claims (1 GiB
+    costs 1 GiB). Every header tarfile reads goes through ``_proc_member`` first, chained headers included.
+    """
+
+    class BoundedTarInfo(tarfile.TarInfo):
+        def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # tarfile calls this per header
+            extended = self.type in _LONG_NAME_TYPES or self.type in _PAX_TYPES
+            if self.type in _LONG_NAME_TYPES and self.size > MAX_NAME_BYTES:
+                raise ImportRefused(
+                    f"An archive member's name is longer than {human(MAX_NAME_BYTES)} "
+                    f"(its header claims {human(self.size)})"
+                )
+            if self.type in _PAX_TYPES and self.size > MAX_PAX_HEADER_BYTES:
+                raise ImportRefused(
+                    f"An archive member's PAX header is larger than {human(MAX_PAX_HEADER_BYTES)} "
+                    f"(it claims {human(self.size)})"
+                )
+            budget.add_header(tarfile.BLOCKSIZE + (self._block(self.size) if extended else 0))
+            return super()._proc_member(tarfile_)
+
+    return BoundedTarInfo
+
+
 def unpack_tar(source: Path, staging: Path, budget: Budget) -> None:
     """Extract a .tar.gz member by member; links, devices and FIFOs are refused."""
-    with tarfile.open(source, mode="r:gz") as archive:
+    with tarfile.open(source, mode="r:gz", tarinfo=_bounded_tarinfo(budget)) as archive:
         # Streamed member by member: a bomb is refused as soon as a limit is crossed.
         for member in archive:
             name = member.name
+            if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:  # a PAX path, within its header
+                raise ImportRefused(f"Archive member {show(name)} has a name longer than {human(MAX_NAME_BYTES)}")
             rel = _member_path(name)
             if member.issym():
                 raise ImportRefused(f"Archive member {show(name)} is a symbolic link")

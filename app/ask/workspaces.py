@@ -7,7 +7,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from app.ask import store
+from app.ask import indexstate, store
 from app.ask.errors import WorkspaceNotFound
 
 WORKSPACE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -50,26 +50,42 @@ def _folder_totals(path: Path) -> tuple[int, int]:
     return count, size
 
 
+def _workspace_ids(root: Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    with os.scandir(root) as entries:
+        ids = [e.name for e in entries if e.is_dir(follow_symlinks=False) and is_valid_workspace_id(e.name)]
+    return sorted(ids)
+
+
+def workspace_states(root: Path) -> list[dict]:
+    """Each workspace's id, index state (see ``indexstate.public_state``) and last index time; no folder walk."""
+    root = Path(root)
+    return [
+        {
+            "id": workspace_id,
+            **indexstate.public_state(indexstate.read_state(root, workspace_id)),
+            "last_indexed": store.last_indexed(root, workspace_id),
+        }
+        for workspace_id in _workspace_ids(root)
+    ]
+
+
 def list_workspaces(root: Path) -> list[dict]:
     """Describe every workspace under ``root``, sorted by id."""
     root = Path(root)
-    if not root.is_dir():
-        return []
     result = []
-    with os.scandir(root) as entries:
-        for entry in entries:
-            if not entry.is_dir(follow_symlinks=False) or not is_valid_workspace_id(entry.name):
-                continue
-            file_count, size_bytes = _folder_totals(Path(entry.path))
-            result.append(
-                {
-                    "id": entry.name,
-                    "file_count": file_count,
-                    "size_bytes": size_bytes,
-                    "last_indexed": store.last_indexed(root, entry.name),
-                }
-            )
-    result.sort(key=lambda item: item["id"])
+    for workspace_id in _workspace_ids(root):
+        file_count, size_bytes = _folder_totals(root / workspace_id)
+        result.append(
+            {
+                "id": workspace_id,
+                "file_count": file_count,
+                "size_bytes": size_bytes,
+                "last_indexed": store.last_indexed(root, workspace_id),
+                **indexstate.public_state(indexstate.read_state(root, workspace_id)),
+            }
+        )
     return result
 
 
@@ -83,4 +99,5 @@ def delete_workspace(root: Path, workspace_id: str) -> None:
         doomed = root / f".delete-{secrets.token_hex(8)}"
         os.rename(path, doomed)
         store.drop_index(root, workspace_id)
+        indexstate.clear_state(root, workspace_id)
     shutil.rmtree(doomed, ignore_errors=True)

@@ -95,3 +95,56 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
 });
+
+// The dashboard's workspaces follow their index builds: while any is queued or indexing, the list asks
+// /workspaces/states every second and updates its rows in place (text, progress bar, Index now button).
+document.addEventListener("DOMContentLoaded", () => {
+  const list = document.querySelector("[data-states-url]");
+  if (!list) return;
+  const announcer = document.getElementById("index-announcer");
+  const rows = () => [...list.querySelectorAll(".ws-index[data-workspace]")];
+  const busy = (state) => state === "queued" || state === "indexing";
+
+  const show = (row, ws) => {
+    const before = row.dataset.state;
+    row.dataset.state = ws.state;
+    row.querySelector(".ws-index-text").textContent = ws.text;
+    const bar = row.querySelector(".ws-progress");
+    bar.hidden = ws.state !== "indexing";
+    if (ws.progress && ws.progress.total) {
+      bar.max = ws.progress.total;
+      bar.value = ws.progress.done;
+    } else {
+      bar.removeAttribute("value"); // an indeterminate bar while the files are being listed
+    }
+    const form = row.querySelector(".ws-index-form");
+    form.hidden = !(ws.state === "failed" || ws.state === "not_indexed");
+    form.querySelector("button").textContent = ws.state === "failed" ? "Retry" : "Index now";
+    // Screen readers hear when a build ends, not every file of it.
+    if (announcer && before !== ws.state && !busy(ws.state)) announcer.textContent = `Workspace ${ws.id}: ${ws.text}`;
+  };
+
+  const poll = async () => {
+    try {
+      const response = await fetch(list.dataset.statesUrl, {
+        credentials: "same-origin",
+        headers: { "Accept": "application/json" },
+      });
+      if (response.redirected) return; // signed out meanwhile: the next page load says so
+      if (!response.ok) throw new Error(`status ${response.status}`);
+      const byId = new Map((await response.json()).workspaces.map((ws) => [ws.id, ws]));
+      rows().forEach((row) => {
+        const ws = byId.get(row.dataset.workspace);
+        if (ws) show(row, ws);
+      });
+    } catch (err) {
+      window.setTimeout(poll, 5000); // the server is restarting or the network is away: try again, slowly
+      return;
+    }
+    schedule();
+  };
+  const schedule = () => {
+    if (rows().some((row) => busy(row.dataset.state))) window.setTimeout(poll, 1000);
+  };
+  schedule();
+});

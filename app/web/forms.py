@@ -72,3 +72,7 @@ class UploadWorkspaceForm(FlaskForm):
 
 class DeleteWorkspaceForm(FlaskForm):
     workspace_id = HiddenField(validators=[DataRequired()])
+
+
+class IndexWorkspaceForm(FlaskForm):
+    workspace_id = HiddenField(validators=[DataRequired()])

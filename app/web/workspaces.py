@@ -6,14 +6,15 @@ changes what everyone's keys answer from.
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, url_for
 from flask_login import current_user, login_required
 
+from app.ask import indexjobs
 from app.ask.errors import AskError
 from app.ask.importer import import_archive_stream
-from app.ask.workspaces import delete_workspace
+from app.ask.workspaces import delete_workspace, workspace_dir, workspace_states
 from app.services import services
-from app.web.forms import DeleteWorkspaceForm, UploadWorkspaceForm
+from app.web.forms import DeleteWorkspaceForm, IndexWorkspaceForm, UploadWorkspaceForm
 
 bp = Blueprint("workspaces", __name__, url_prefix="/workspaces")
 
@@ -43,7 +44,56 @@ def upload():
     except AskError as exc:
         flash(f"Upload refused: {exc}", "error")
     else:
-        flash(f"Workspace {result['id']} is ready: {result['file_count']} files. Ask about it now.", "success")
+        indexjobs.submit(services().config.workspaces_dir, result["id"])
+        flash(
+            f"Workspace {result['id']} is uploaded: {result['file_count']} files. "
+            "Its index is being built; ask about it once it says ready.",
+            "success",
+        )
+    return redirect(url_for("dashboard.home"), 303)
+
+
+def state_text(ws: dict) -> str:
+    """How the dashboard words a workspace's index state (the page and its polling script share it)."""
+    state = ws["state"]
+    if state == "indexing":
+        done, total = ws["progress"]["done"], ws["progress"]["total"]
+        return f"Indexing {done} of {total} files" if total else "Indexing: finding files…"
+    if state == "ready":
+        return f"Ready · indexed {ws['last_indexed'][:10]}" if ws.get("last_indexed") else "Ready"
+    if state == "failed":
+        return f"Indexing failed: {ws['reason']}"
+    return {"queued": "Queued for indexing", "not_indexed": "Not indexed yet"}[state]
+
+
+@bp.get("/states")
+@login_required
+def states():
+    """The dashboard polls this while an index is being built."""
+    listed = workspace_states(services().config.workspaces_dir)
+    return jsonify(workspaces=[{**ws, "text": state_text(ws)} for ws in listed])
+
+
+@bp.app_template_global()
+def index_state_text(ws: dict) -> str:
+    return state_text(ws)
+
+
+@bp.post("/index")
+@login_required
+def index():
+    """Index now (or again, after a failure); anyone signed in may, since it changes no content."""
+    form = IndexWorkspaceForm()
+    if not form.validate_on_submit():
+        abort(400)
+    root = services().config.workspaces_dir
+    try:
+        workspace_dir(root, form.workspace_id.data)
+    except AskError as exc:
+        flash(str(exc), "error")
+    else:
+        indexjobs.submit(root, form.workspace_id.data)
+        flash(f"Indexing {form.workspace_id.data} has started.", "success")
     return redirect(url_for("dashboard.home"), 303)
 
 
