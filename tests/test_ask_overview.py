@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -142,7 +143,8 @@ def test_go_workspace_overview(root: Path) -> None:
     assert result["answer"] == (
         "`hello` has no README or description in this workspace; here is what its code says about itself.\n\n"
         "The Go package `main` (the top folder, `example.com/hello`): Command hello prints a greeting. "
-        "The Go package `greet` (greet/, `example.com/hello/greet`): Package greet builds greetings.\n\n"
+        "The Go package `greet` (greet/, `example.com/hello/greet`): Package greet builds greetings. "
+        "It offers functions `Hello`.\n\n"
         "Where it starts: `func main` in main.go (line 12).\n\n"
         "Top-level folders: greet/ (2 files); 2 files at the top."
     )
@@ -309,3 +311,24 @@ def test_any_workspace_gets_an_overview_whose_sources_are_its_own_lines(tmp_path
         assert 1 <= source["start_line"] <= source["end_line"] <= len(lines)
         assert source["end_line"] - source["start_line"] < 150
         assert source["snippet"] == "\n".join(lines[source["start_line"] - 1 : source["end_line"]])
+
+
+def test_a_real_server_answers_the_documented_example_with_an_overview(live_server, workspaces: Path) -> None:
+    write(workspaces / "demo", PYTHON)
+    server = live_server()
+    example = requests.get(server.url + "/api/openapi.json", timeout=10).json()["components"]["schemas"]
+    body = example["AskRequest"]["examples"][0]
+    response = requests.post(server.url + "/api/ask", json=body, headers={"x-api-key": ADMIN_KEY}, timeout=30)
+    assert response.status_code == 200
+    result = response.json()
+    assert result["answer"].split("\n\n")[2] == (
+        "Where it starts: the command `shop` runs `main` in shop/cli.py (line 6); `python -m shop` runs "
+        "shop/__main__.py; `create_app` in shop/app.py (line 4) builds the app."
+    )
+    assert [source["path"] for source in result["sources"]] == [
+        "README.md",
+        "shop/__init__.py",
+        "shop/cli.py",
+        "shop/__main__.py",
+        "shop/app.py",
+    ]
