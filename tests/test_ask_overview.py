@@ -8,10 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.api.openapi import build_document
-from app.ask import ask
+from app.ask import LLMSettings, ask
 from app.ask.engine import NO_MATCH_ANSWER
 from app.ask.overview.question import is_broad
 from tests.conftest import ADMIN_KEY
+from tests.fake_llm import ANSWER, FakeLLM
 
 BROAD = "How does this code work?"
 
@@ -332,3 +333,13 @@ def test_a_real_server_answers_the_documented_example_with_an_overview(live_serv
         "shop/__main__.py",
         "shop/app.py",
     ]
+
+
+def test_a_language_model_phrases_the_overview_from_its_sources(root: Path) -> None:
+    with FakeLLM(model="m1", api_key=None) as llm:
+        result = ask(root, "shop", BROAD, llm=LLMSettings(base_url=llm.base_url, model="m1", timeout=5))
+    assert (result["engine"], result["answer"]) == ("llm", ANSWER)
+    [body] = llm.requests
+    prompt = body["messages"][1]["content"]
+    assert "README.md lines 1-5" in prompt and "shop/cli.py lines 6-8" in prompt
+    assert [source["path"] for source in result["sources"]][:3] == ["README.md", "shop/__init__.py", "shop/cli.py"]
