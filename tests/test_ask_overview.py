@@ -244,6 +244,7 @@ def test_each_source_spans_at_most_150_lines(root: Path) -> None:
         "Explain the architecture of this codebase",
         "What's the entry point?",
         "How is the project organized?",
+        "Which file should I read first?",
     ],
 )
 def test_broad_questions(question: str) -> None:
