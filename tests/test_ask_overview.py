@@ -171,7 +171,7 @@ def test_workspace_without_readme(root: Path) -> None:
         "The Python package `tool` (tool/__init__.py): Small tools for text. "
         "Its modules: `words` (defines `count`).\n\n"
         "It declares no command-line entry point, so it is used as a library: start reading at tool/__init__.py.\n\n"
-        "Top-level folders: tool/ (2 files); 0 files at the top."
+        "Top-level folders: tool/ (2 files)."
     )
     assert brief(result["sources"]) == [("tool/__init__.py", 1, 1, None, 1.0), ("tool/words.py", 1, 2, None, 0.5)]
 

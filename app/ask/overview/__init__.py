@@ -197,6 +197,8 @@ def _folders(paths: list[str]) -> str:
     biggest = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:8]
     listed = ", ".join(f"{top}/ ({count} file{'s' if count != 1 else ''})" for top, count in biggest)
     top_files = sum(1 for path in paths if "/" not in path)
+    if not top_files:
+        return f"Top-level folders: {listed}."
     return f"Top-level folders: {listed}; {top_files} file{'s' if top_files != 1 else ''} at the top."
 
 
