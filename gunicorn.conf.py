@@ -50,6 +50,13 @@ def when_ready(server):
     from app.storeadmin import Stores
 
     users = Stores.open(_config.store_url or "files", _config.workspaces_dir).users
-    message = setup_message(_config.workspaces_dir, _config.host, _config.port, users)
+    host, port = _config.host, _config.port
+    for listener in server.LISTENERS:  # where gunicorn really listens: -b wins over HOST and PORT
+        address = listener.sock.getsockname()
+        if isinstance(address, tuple):  # not a unix socket
+            host, port = address[0], address[1]
+            break
+    scheme = "https" if server.cfg.is_ssl else "http"
+    message = setup_message(_config.workspaces_dir, host, port, users, scheme)
     if message:
         server.log.warning(message)

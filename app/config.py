@@ -241,6 +241,18 @@ def _split_keys(raw: str | None) -> tuple[str, ...]:
     return tuple(k.strip() for k in raw.split(",") if k.strip())
 
 
+def _workspaces_dir(env: dict) -> Path:
+    """``WORKSPACES_DIR``, created when missing (gunicorn's master writes the setup token there first)."""
+    path = Path(_get(env, "WORKSPACES_DIR", "./workspaces")).resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"WORKSPACES_DIR {path} does not exist and cannot be created ({exc.strerror})") from None
+    if not path.is_dir():
+        raise ConfigError(f"WORKSPACES_DIR {path} is not a folder")
+    return path
+
+
 def _secret_key(env: dict, workspaces_dir: Path) -> str:
     """SECRET_KEY from the environment, else one generated once and kept beside the data."""
     configured = _get(env, "SECRET_KEY")
@@ -275,7 +287,7 @@ def _warn_if_short(name: str, key: str) -> None:
 def load_config(env: dict | None = None) -> Config:
     """Build the Config from ``env`` (default: ``os.environ``). Raises ConfigError."""
     env = dict(os.environ if env is None else env)
-    workspaces_dir = Path(_get(env, "WORKSPACES_DIR", "./workspaces")).resolve()
+    workspaces_dir = _workspaces_dir(env)
 
     raw_limit = _get(env, "API_RATE_LIMIT", "100")
     try:

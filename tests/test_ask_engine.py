@@ -50,7 +50,7 @@ def test_result_shape_and_extractive_answer(root: Path) -> None:
     assert result["engine"] == "extractive"
     assert len(result["sources"]) == 2
     top = result["sources"][0]
-    assert set(top) == {"path", "start_line", "end_line", "symbol", "snippet", "score"}
+    assert set(top) == {"path", "start_line", "end_line", "symbol", "snippet", "score", "callers", "callees"}
     assert top == {
         "path": "pkg/signing.py",
         "start_line": 12,
@@ -58,6 +58,8 @@ def test_result_shape_and_extractive_answer(root: Path) -> None:
         "symbol": "Unsigner.unsign",
         "snippet": top["snippet"],
         "score": top["score"],
+        "callers": [],
+        "callees": [],
     }
     assert top["snippet"].startswith("    def unsign(self, signed):")
     assert isinstance(top["score"], float) and top["score"] > result["sources"][1]["score"]

@@ -111,7 +111,8 @@ def test_python_workspace_overview(root: Path) -> None:
     ]
     cli = result["sources"][2]
     assert cli["snippet"] == 'def main(argv=None):\n    """Run the shop command."""\n    return len(argv or sys.argv)'
-    assert set(cli) == {"path", "start_line", "end_line", "symbol", "snippet", "score"}
+    assert set(cli) == {"path", "start_line", "end_line", "symbol", "snippet", "score", "callers", "callees"}
+    assert (cli["callers"], cli["callees"]) == ([], [])
 
 
 def test_javascript_workspace_overview(root: Path) -> None:

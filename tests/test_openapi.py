@@ -115,7 +115,20 @@ def test_error_bodies_and_success_shapes(client):
         "symbol",
         "snippet",
         "score",
+        "callers",
+        "callees",
     ]
+    neighbours = {"type": "array", "items": {"$ref": "#/components/schemas/SymbolRef"}, "maxItems": 5}
+    for field in ("callers", "callees"):
+        assert {
+            k: v for k, v in components["schemas"]["Source"]["properties"][field].items() if k != "description"
+        } == (neighbours)
+    assert components["schemas"]["SymbolRef"]["required"] == ["symbol", "path", "line"]
+    assert components["schemas"]["SymbolRef"]["properties"]["line"] == {
+        "type": "integer",
+        "minimum": 1,
+        "description": "Where the definition starts.",
+    }
     paths = document["paths"]
     assert set(paths["/api/keys"]["post"]["responses"]) == {"201", "400", "401", "403", "413", "429", "503", "507"}
     assert set(paths["/api/ask"]["post"]["responses"]) == {"200", "400", "401", "403", "404", "413", "429", "503"}

@@ -10,6 +10,7 @@ from flask import jsonify
 
 from app.api.errors import MESSAGES
 from app.api.routes import QUESTION_MAX, bp
+from app.ask.callgraph import MAX_NEIGHBOURS
 from app.ask.engine import MAX_TOP_K, MIN_TOP_K
 from app.ask.indexstate import STATES
 from app.ask.workspaces import WORKSPACE_ID_RE
@@ -91,7 +92,33 @@ SCHEMAS = {
             "symbol": {"type": ["string", "null"], "description": "The function or class, when known."},
             "snippet": {"type": "string"},
             "score": {"type": "number"},
+            "callers": {
+                "type": "array",
+                "items": _ref("schemas", "SymbolRef"),
+                "maxItems": MAX_NEIGHBOURS,
+                "description": "Functions, methods and classes of the workspace that call this source's symbol: code "
+                "before tests, then by path and line. Empty when the source is not a definition or nothing calls it.",
+            },
+            "callees": {
+                "type": "array",
+                "items": _ref("schemas", "SymbolRef"),
+                "maxItems": MAX_NEIGHBOURS,
+                "description": "What this source's symbol calls among the workspace's own definitions, in the order "
+                "it first calls them. Calls whose target is ambiguous or outside the workspace are left out.",
+            },
         }
+    ),
+    "SymbolRef": _object(
+        {
+            "symbol": {
+                "type": "string",
+                "description": "`func`, `Class` or `Class.method`.",
+                "examples": ["guard_api"],
+            },
+            "path": {"type": "string", "description": "Relative to the workspace, with / separators."},
+            "line": {"type": "integer", "minimum": 1, "description": "Where the definition starts."},
+        },
+        description="A function, method or class of the workspace, found by the call graph built at index time.",
     ),
     "AskResult": _object(
         {

@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+from app.ask import callgraph
 from app.ask.errors import EmptyWorkspace, InvalidQuestion
 from app.ask.index import update_index
 from app.ask.indexjobs import wait_until_indexed
@@ -14,6 +15,7 @@ from app.ask.workspaces import workspace_dir
 MAX_QUESTION_CHARS = 2000
 MIN_TOP_K, MAX_TOP_K = 1, 20
 _ALSO_SEE = 2
+_NAMED = 3  # callers or callees named in the answer's text; the sources list up to callgraph.MAX_NEIGHBOURS
 
 NO_MATCH_ANSWER = (
     "Nothing in this workspace matched the question. Try rephrasing it with words that would appear in "
@@ -65,10 +67,10 @@ def ask(
         wait_until_indexed(root, workspace_id, index_wait)
     if update_index(root, workspace_id).chunks == 0:
         raise EmptyWorkspace()
-    sources = search(root, workspace_id, question, top_k)
+    sources = callgraph.connect(root, workspace_id, search(root, workspace_id, question, top_k))
     answer, engine = extractive_answer(sources), "extractive"
     if (broad := overview_for(root, workspace_id, question, bool(sources), top_k)) is not None:
-        answer, sources = broad.answer, broad.sources
+        answer, sources = broad.answer, callgraph.connect(root, workspace_id, broad.sources)
     if llm is not None and llm.enabled and sources:
         try:
             answer, engine = answer_with_llm(llm, question, sources), "llm"
@@ -107,16 +109,55 @@ def _first_sentence(doc: str, limit: int = 240) -> str:
     return sentence if sentence.endswith((".", "!", "?", "…")) else sentence + "."
 
 
+def _names(items: tuple[dict, ...]) -> str:
+    """ "`a`", "`a` and `b`", "`a`, `b`, `c` and others": the first few symbols of a callers/callees list."""
+    names = [f"`{item['symbol']}`" for item in items[:_NAMED]]
+    if len(items) > _NAMED:
+        return ", ".join(names) + " and others"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _connections(source: Source) -> str:
+    """How a source sits in the call graph, as a sentence about "it"; empty when nothing is known."""
+    if source.callers and source.callees:
+        return f" It is called by {_names(source.callers)}, and calls {_names(source.callees)}."
+    if source.callers:
+        return f" It is called by {_names(source.callers)}."
+    if source.callees:
+        return f" It calls {_names(source.callees)}."
+    return ""
+
+
+def _calls(caller: Source, callee: Source) -> bool:
+    def same(item: dict, source: Source) -> bool:
+        return item["path"] == source.path and item["symbol"] == source.symbol
+
+    return any(same(item, callee) for item in caller.callees) or any(same(item, caller) for item in callee.callers)
+
+
+def _relation(source: Source, best: Source) -> str:
+    """ ", which calls `best`" when two sources of one answer call each other, else empty."""
+    if not best.symbol or not source.symbol:
+        return ""
+    if _calls(source, best):
+        return f", which calls `{best.symbol}`"
+    if _calls(best, source):
+        return f", which `{best.symbol}` calls"
+    return ""
+
+
 def extractive_answer(sources: list[Source]) -> str:
-    """A short paragraph naming the best sources and what their documentation says they do."""
+    """A short paragraph naming the best sources, what their documentation says they do, and how they
+    connect: what calls the best one, what it calls, and which of the others call it or are called."""
     if not sources:
         return NO_MATCH_ANSWER
     best = sources[0]
     answer = f"The most relevant code is {_where(best)}"
     answer += f": {_first_sentence(best.doc)}" if best.doc else "."
+    answer += _connections(best)
     others = []
     for source in sources[1 : 1 + _ALSO_SEE]:
-        item = _where(source)
+        item = _where(source) + _relation(source, best)
         if source.doc:
             item += f" — {_first_sentence(source.doc).rstrip('.')}"
         others.append(item)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.ask import store, textfiles
+from app.ask import callgraph, store, textfiles
 from app.ask.chunking import Chunk, chunk_file
 from app.ask.tokens import text_terms, word_terms
 from app.ask.workspaces import workspace_dir
@@ -71,6 +71,7 @@ def _update(conn: sqlite3.Connection, folder: Path, progress: Progress | None) -
 
     # Files are read before the write transaction so that searches are never blocked for long.
     new_chunks: dict[str, list[Chunk]] = {}
+    graph_nodes: dict[str, list[callgraph.Node]] = {}
     for number, path in enumerate(changed, 1):
         text = textfiles.read_text(folder / path)
         stats.read_paths.append(path)
@@ -78,6 +79,7 @@ def _update(conn: sqlite3.Connection, folder: Path, progress: Progress | None) -
             removed.append(path)  # vanished between the scan and the read
         else:
             new_chunks[path] = chunk_file(path, text) if text else []
+            graph_nodes[path] = callgraph.file_nodes(path, new_chunks[path])
         if progress is not None:
             progress(number, len(changed))
     stats.files_read = len(stats.read_paths)
@@ -94,6 +96,7 @@ def _update(conn: sqlite3.Connection, folder: Path, progress: Progress | None) -
             conn.execute("INSERT INTO files VALUES (?, ?, ?)", (path, size, mtime))
             for chunk in chunks:
                 _insert(conn, chunk)
+        callgraph.replace_files(conn, [*removed, *new_chunks], graph_nodes)
         now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_indexed', ?)", (now,))
         conn.execute("COMMIT")

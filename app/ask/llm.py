@@ -16,7 +16,8 @@ _SNIPPET_CHARS = 6000
 
 SYSTEM_PROMPT = (
     "You answer questions about a code workspace. Use only the numbered sources given; they are excerpts "
-    "of files with their paths and line ranges. Name the files, symbols and line ranges you rely on. If "
+    "of files with their paths and line ranges, some with what calls them and what they call. Name the "
+    "files, symbols and line ranges you rely on, and say how they connect when that helps. If "
     "the sources do not answer the question, say so. Be concise: a short paragraph, then details only if "
     "needed."
 )
@@ -82,10 +83,22 @@ def build_messages(question: str, sources: list) -> list[dict]:
         label = f" ({source.symbol})" if source.symbol else ""
         snippet = "\n".join(source.snippet.splitlines()[:_SNIPPET_LINES])[:_SNIPPET_CHARS]
         blocks.append(
-            f"[{number}] {source.path} lines {source.start_line}-{source.end_line}{label}\n```\n{snippet}\n```"
+            f"[{number}] {source.path} lines {source.start_line}-{source.end_line}{label}\n"
+            f"{_graph_lines(source)}```\n{snippet}\n```"
         )
     user = f"Question: {question}\n\nSources:\n\n" + "\n\n".join(blocks)
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def _graph_lines(source) -> str:
+    """ "Called by: …" and "Calls: …" lines, so the model can say how the sources connect."""
+    lines = ""
+    for label, items in (("Called by", getattr(source, "callers", ())), ("Calls", getattr(source, "callees", ()))):
+        if items:
+            lines += (
+                f"{label}: " + ", ".join(f"{item['symbol']} ({item['path']}:{item['line']})" for item in items) + "\n"
+            )
+    return lines
 
 
 def chat_completion(settings: LLMSettings, messages: list[dict]) -> str:

@@ -33,6 +33,9 @@ class Source:
     snippet: str
     score: float
     doc: str | None = None
+    # From the call graph (callgraph.neighbours): each {"symbol", "path", "line"}.
+    callers: tuple[dict, ...] = ()
+    callees: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -42,6 +45,8 @@ class Source:
             "symbol": self.symbol,
             "snippet": self.snippet,
             "score": self.score,
+            "callers": [dict(item) for item in self.callers],
+            "callees": [dict(item) for item in self.callees],
         }
 
 
