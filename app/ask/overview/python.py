@@ -10,8 +10,8 @@ from app.ask.overview.parts import (
     Facts,
     Found,
     Part,
-    count_under,
     first_sentence,
+    folder_counts,
     head_part,
     is_code_path,
     line_of,
@@ -42,7 +42,9 @@ def python_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
     )
     modules = [p for p in code if _under_root(p, roots, 1) and not p.endswith("__init__.py")]
     wanted = (facts.name or "").lower().replace("-", "_")
-    packages.sort(key=lambda p: (p.rsplit("/", 1)[-1].lower() != wanted, -count_under(code, p), p))
+    sizes = folder_counts(code)
+    packages.sort(key=lambda p: (p.rsplit("/", 1)[-1].lower() != wanted, -sizes[p], p))
+    packages = packages[:_MAX_PACKAGES]
     modules.sort(key=lambda p: (p.rsplit("/", 1)[-1][:-3].lower() != wanted, p))
     texts: dict[str, str] = {}
 
@@ -51,9 +53,11 @@ def python_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
             texts[path] = textfiles.read_text(folder / path) or ""
         return texts[path]
 
-    for package in packages[:_MAX_PACKAGES]:
+    for package in packages:
         init = f"{package}/__init__.py"
-        found.layout.append(_python_package(package, init, read(init), code, read))
+        # Only the main package lists its modules: a workspace of many packages would drown in lists.
+        modules_of = code if package == packages[0] else []
+        found.layout.append(_python_package(package, init, read(init), modules_of, read))
     if packages:
         # The biggest modules of the main package hold most of its code: the next places to read.
         children = [p for p in _children(packages[0], code) if p.endswith(".py") and not p.endswith("__init__.py")]
@@ -163,10 +167,11 @@ def _defines(text: str, limit: int = 4) -> str:
 def _children(package: str, code: list[str]) -> list[str]:
     """The package's public modules and subpackages, one level down."""
     depth = package.count("/") + 1
+    prefix = package + "/"
     return sorted(
         path
         for path in code
-        if path.startswith(package + "/")
+        if path.startswith(prefix)
         and not _child_name(package, path).startswith("_")
         and (path.count("/") == depth and not path.endswith("/__init__.py") or _is_subpackage(path, package))
     )
@@ -203,6 +208,8 @@ def _script_entry(command: str, target: str, code: list[str], read) -> Part | No
 
 def _python_def(path: str, text: str, name: str) -> Part | None:
     """The top-level function or class ``name`` in ``text``, found by its layout (no parse of a big file)."""
+    if not name.isidentifier():
+        return None
     lines = text.splitlines()
     start = line_of(text, rf"^(?:async\s+)?def\s+{re.escape(name)}\s*\(|^class\s+{re.escape(name)}\b")
     if start is None:
