@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Config, ConfigError, load_config, load_dotenv_files
 from app.names import finalize_for_page
@@ -22,15 +21,20 @@ def create_app(config: Config | None = None) -> Flask:
             # One clear line instead of a traceback, for gunicorn, flask CLI and imports alike.
             raise SystemExit(f"askgate: configuration error: {exc}") from None
     app = Flask(__name__)
+    # Werkzeug answers "//x" with a redirect whose absolute URL it builds from the Host header: never do that.
+    app.url_map.merge_slashes = False
     app.session_interface = CachedSerializerSessionInterface()
     app.jinja_env.finalize = finalize_for_page  # a stored name that is not text must not break the page
     app.config.update(config.flask_settings())
     config.workspaces_dir.mkdir(parents=True, exist_ok=True)
 
     if config.trusted_proxy_count:
-        # Trust exactly as many X-Forwarded-* hops as there are proxies of ours; the rest is spoofable.
-        n = config.trusted_proxy_count
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+        from app.auth.proxies import TrustedProxyFix
+
+        # Trust exactly as many X-Forwarded-* hops as there are proxies of ours, and only from them.
+        app.wsgi_app = TrustedProxyFix(
+            app.wsgi_app, config.trusted_proxy_count, config.trusted_proxies, config.trusted_proxy_headers
+        )
 
     _init_logging()
 

@@ -58,6 +58,7 @@ class Config:
     key_create_limit: str = "20/hour"
     session_lifetime: int = 12 * 3600  # seconds of inactivity
     api_max_json_bytes: int = 64 * 1024
+    request_header_timeout: float = 10.0
 
     def flask_settings(self) -> dict:
         """The subset Flask and its extensions read from ``app.config``."""
@@ -153,6 +154,13 @@ def parse_networks(name: str, raw: str) -> tuple:
     return networks
 
 
+def _header_timeout(env: dict) -> float:
+    value = _seconds(env, "REQUEST_HEADER_TIMEOUT", "10", maximum=3600)
+    if value == 0:
+        raise ConfigError("REQUEST_HEADER_TIMEOUT must be more than 0 seconds (a request needs time for its headers)")
+    return value
+
+
 def parse_allowed_ips(raw: str | None) -> tuple | None:
     """Parse ``ALLOWED_IPS``: ``*`` (or unset) means everyone, else addresses and CIDR ranges.
 
@@ -233,6 +241,18 @@ def _split_keys(raw: str | None) -> tuple[str, ...]:
     return tuple(k.strip() for k in raw.split(",") if k.strip())
 
 
+def _workspaces_dir(env: dict) -> Path:
+    """``WORKSPACES_DIR``, created when missing (gunicorn's master writes the setup token there first)."""
+    path = Path(_get(env, "WORKSPACES_DIR", "./workspaces")).resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"WORKSPACES_DIR {path} does not exist and cannot be created ({exc.strerror})") from None
+    if not path.is_dir():
+        raise ConfigError(f"WORKSPACES_DIR {path} is not a folder")
+    return path
+
+
 def _secret_key(env: dict, workspaces_dir: Path) -> str:
     """SECRET_KEY from the environment, else one generated once and kept beside the data."""
     configured = _get(env, "SECRET_KEY")
@@ -267,7 +287,7 @@ def _warn_if_short(name: str, key: str) -> None:
 def load_config(env: dict | None = None) -> Config:
     """Build the Config from ``env`` (default: ``os.environ``). Raises ConfigError."""
     env = dict(os.environ if env is None else env)
-    workspaces_dir = Path(_get(env, "WORKSPACES_DIR", "./workspaces")).resolve()
+    workspaces_dir = _workspaces_dir(env)
 
     raw_limit = _get(env, "API_RATE_LIMIT", "100")
     try:
@@ -332,6 +352,7 @@ def load_config(env: dict | None = None) -> Config:
         key_create_limit=_limit_string(env, "KEY_CREATE_LIMIT", "20/hour"),
         session_lifetime=parse_duration("SESSION_LIFETIME", _get(env, "SESSION_LIFETIME", "12h")),
         api_max_json_bytes=_int(env, "API_MAX_JSON_BYTES", 64 * 1024, minimum=1024),
+        request_header_timeout=_header_timeout(env),
     )
 
 

@@ -50,20 +50,22 @@ def discard_token(workspaces_dir: Path) -> None:
         token_path(workspaces_dir).unlink()
 
 
-def setup_url(host: str, port: int, token: str) -> str:
+def setup_url(host: str, port: int, token: str, scheme: str = "http") -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104  (only displayed)
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/setup?token={token}"
+    return f"{scheme}://{shown}:{port}/setup?token={token}"
 
 
-def setup_message(workspaces_dir: Path, host: str, port: int, users: UserStore | None = None) -> str | None:
-    """The line to log at start-up while the instance has no users yet."""
+def setup_message(
+    workspaces_dir: Path, host: str, port: int, users: UserStore | None = None, scheme: str = "http"
+) -> str | None:
+    """The line to log at start-up while the instance has no users yet (``host``/``port``: where it listens)."""
     token = ensure_token(workspaces_dir, users)
     if not token:
         return None
     return (
-        f"No users yet. Create the first admin at {setup_url(host, port, token)} "
+        f"No users yet. Create the first admin at {setup_url(host, port, token, scheme)} "
         f"(the token is also in {token_path(workspaces_dir)})"
     )
 

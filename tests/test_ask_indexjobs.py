@@ -338,3 +338,46 @@ def test_cli_import_indexes_in_the_background(workspaces, tmp_path):
     assert result.stdout.startswith("Imported 3 files (")
     assert "Indexing it in the background" in result.stdout
     wait_for(lambda: progress_of(workspaces) == ("ready", 3, 3))
+
+
+# -- several gunicorn workers --------------------------------------------------------------------------------
+@pytest.mark.server
+@pytest.mark.redis
+def test_workers_share_one_build_and_its_state(live_server, redis_db, workspaces, gate):
+    from tests.procnet import pin_by_worker
+
+    server = live_server(
+        RATELIMIT_STORAGE_URI=redis_db,
+        STORE_URL=redis_db,
+        WEB_CONCURRENCY="3",
+        ASK_INDEX_WAIT="0.5",
+        **{indexjobs.TEST_GATE_ENV: str(gate.path)},
+    )
+    conns = [conns[0] for conns in pin_by_worker(server, 3, 1).values()]
+    try:
+        add_workspace(workspaces)
+        question = {"workspaceId": "shop", "question": "Where is the coupon applied?"}
+        for conn in conns:  # every worker is asked; each would start a build, one at a time builds
+            status, response, body = conn.call("POST", "/api/ask", ADMIN, question)
+            assert (status, body) == (503, {"error": "Workspace is being indexed"})
+            assert re.fullmatch(r"[1-9][0-9]?", response.getheader("Retry-After"))
+        wait_for(lambda: progress_of(workspaces) == ("indexing", 1, 3))
+        for conn in conns:
+            status, _, body = conn.call("GET", "/api/workspaces", ADMIN)
+            assert status == 200
+            assert {key: body["workspaces"][0][key] for key in ("id", "state", "progress")} == {
+                "id": "shop",
+                "state": "indexing",
+                "progress": {"done": 1, "total": 3},
+            }
+        gate.open()
+        wait_for(lambda: progress_of(workspaces)[0] == "ready")
+        for conn in conns:
+            status, _, body = conn.call("POST", "/api/ask", ADMIN, question)
+            assert status == 200, body
+            assert body["sources"][0]["symbol"] == "apply_coupon"
+    finally:
+        for conn in conns:
+            conn.close()
+    # The files were read once, by one worker; the others' jobs found nothing left to read.
+    assert len(re.findall(r"indexed shop: 3 read", server.log())) == 1, server.log()

@@ -54,7 +54,9 @@ def run_index(root: Path, workspace_id: str, progress: Progress | None = None) -
     """Bring the index up to date now, under the job lock, recording each step in the state file."""
     root = Path(root)
     with indexstate.job_lock(root, workspace_id):
-        indexstate.write_state(root, workspace_id, indexstate.INDEXING)
+        # A ready index stays "ready" while it is checked; it shows "indexing" once a file needs reading.
+        if indexstate.read_state(root, workspace_id)["state"] != indexstate.READY:
+            indexstate.write_state(root, workspace_id, indexstate.INDEXING)
         last_write = 0.0
 
         def record(done: int, total: int) -> None:

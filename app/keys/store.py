@@ -144,8 +144,9 @@ class KeyStore:
     def list(self, owner: str | None = None) -> list[dict]:
         """Records (with digests: callers show them through ``public_view``), newest first."""
         records = self.file.read()["keys"]
-        if owner is not None:
-            records = [r for r in records if r["owner"] == owner]
+        if owner is not None:  # usernames are case-insensitive everywhere
+            owner = owner.lower()
+            records = [r for r in records if r["owner"].lower() == owner]
         return sorted(records, key=lambda r: r["created_at"], reverse=True)
 
     # -- changes -----------------------------------------------------------------------------------------

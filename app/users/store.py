@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +14,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.keys.store import iso, utcnow
 from app.names import name_problem
-from app.sharedfile import open_document
+from app.sharedfile import StoreUnavailable, StoreWriteError, open_document
 
 FILE_NAME = "users.json"
 SCHEMA_VERSION = 1
@@ -20,6 +23,10 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 PASSWORD_MIN = 10
 PASSWORD_MAX = 1024
 PASSWORD_METHOD = "scrypt"  # noqa: S105  (a hash method)
+# Sign-ins a user may have open at once; the least recently used beyond this are ended.
+MAX_SESSIONS = 50
+# A session's last use is written at most this often: its inactivity timeout is exact to within this.
+SESSION_TOUCH_INTERVAL = 300
 # Checked when a username is unknown, so a login takes as long whether or not the user exists.
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16), method=PASSWORD_METHOD)
 
@@ -88,11 +95,18 @@ def _validate(raw: object) -> dict:
                 raise ValueError(f"user #{index} lacks {name}")
         if record["role"] not in ROLES:
             raise ValueError(f"user {record['username']!r} has unknown role {record['role']!r}")
+        sessions = record.get("sessions", {})
+        if not isinstance(sessions, dict) or not all(isinstance(v, int | float) for v in sessions.values()):
+            raise ValueError(f"user {record['username']!r} has malformed sessions")
         if record["username"].lower() in names:
             raise ValueError(f"username {record['username']!r} appears twice")
         names.add(record["username"].lower())
         _user(record)
     return raw
+
+
+def _session_digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def validate_password(password: object) -> str:
@@ -215,6 +229,63 @@ class UserStore:
             record["disabled"] = disabled
 
         return self._change(username, apply)
+
+    # -- sessions: the user record holds a digest and the last use of each open sign-in -------------------
+    def start_session(self, user_id: str, lifetime: int, now: float | None = None) -> str:
+        """Record a new sign-in of ``user_id``; returns its session id (kept only in the signed cookie)."""
+        now = int(now if now is not None else time.time())
+        session_id = secrets.token_urlsafe(32)
+
+        def add(data: dict) -> None:
+            record = self._record_by_id(data, user_id)
+            open_ = {d: t for d, t in record.get("sessions", {}).items() if now - t < lifetime}
+            open_[_session_digest(session_id)] = now
+            record["sessions"] = dict(sorted(open_.items(), key=lambda item: item[1])[-MAX_SESSIONS:])
+
+        self.file.update(add)
+        return session_id
+
+    def session_alive(self, user_id: str, session_id: str, lifetime: int, now: float | None = None) -> bool:
+        """Whether ``session_id`` is an open sign-in of ``user_id`` used within ``lifetime`` seconds.
+
+        Marks it used when its recorded last use is more than SESSION_TOUCH_INTERVAL old (one write then).
+        """
+        now = now if now is not None else time.time()
+        self.file.read()
+        record = self._by_id.get(user_id)
+        digest = _session_digest(session_id)
+        last = record.get("sessions", {}).get(digest) if record else None
+        if last is None or now - last >= lifetime:
+            return False
+        if now - last >= min(SESSION_TOUCH_INTERVAL, lifetime / 10):
+
+            def touch(data: dict) -> None:
+                sessions = self._record_by_id(data, user_id).get("sessions", {})
+                if digest in sessions:
+                    sessions[digest] = int(now)
+
+            # A full disk must not sign anyone out: the next request tries again.
+            with contextlib.suppress(StoreUnavailable, StoreWriteError):
+                self.file.update(touch)
+        return True
+
+    def end_session(self, user_id: str, session_id: str) -> None:
+        """Sign-out: the session id no longer opens anything, wherever the cookie was copied to."""
+        digest = _session_digest(session_id)
+
+        def remove(data: dict) -> None:
+            record = next((r for r in data["users"] if r["id"] == user_id), None)
+            if record is not None:
+                record.get("sessions", {}).pop(digest, None)
+
+        self.file.update(remove)
+
+    @staticmethod
+    def _record_by_id(data: dict, user_id: str) -> dict:
+        for record in data["users"]:
+            if record["id"] == user_id:
+                return record
+        raise UserError("No such user")
 
     def set_role(self, username: str, role: str) -> User:
         if role not in ROLES:

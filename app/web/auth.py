@@ -23,15 +23,26 @@ login_manager.login_message_category = "info"
 login_manager.session_protection = "basic"
 
 
+SESSION_ID = "sid"
+
+
 @login_manager.user_loader
 def load_user(session_id: str) -> User | None:
-    """Sessions carry ``id:version``; bumping the version (password change, disable) ends them all."""
+    """Sessions carry ``id:version`` and a session id the user record must still list as open and recently used.
+
+    Bumping the version (password change, disable) ends all of a user's sessions; signing out ends one, on the
+    server: the cookie it leaves behind opens nothing. A cookie from before session ids (an upgrade) signs in again.
+    """
     user_id, _, version = session_id.partition(":")
+    users = services().users
     try:
-        user = services().users.get_by_id(user_id)
+        user = users.get_by_id(user_id)
+        if user is None or user.disabled or str(user.session_version) != version:
+            return None
+        sid = session.get(SESSION_ID)
+        if not isinstance(sid, str) or not users.session_alive(user.id, sid, services().config.session_lifetime):
+            return None
     except StoreUnavailable:
-        return None
-    if user is None or user.disabled or str(user.session_version) != version:
         return None
     return user
 
@@ -49,6 +60,7 @@ def safe_next(target: str | None) -> str | None:
 def start_session(user: User) -> None:
     # A new session at sign-in: nothing from a cookie set before it (a fixed session) survives.
     session.clear()
+    session[SESSION_ID] = services().users.start_session(user.id, services().config.session_lifetime)
     login_user(user)
     session.permanent = False
 
@@ -100,6 +112,9 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    sid = session.get(SESSION_ID)
+    if current_user.is_authenticated and isinstance(sid, str):
+        services().users.end_session(current_user.id, sid)
     logout_user()
     session.clear()
     flash("You are signed out.", "info")
