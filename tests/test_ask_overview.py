@@ -180,11 +180,25 @@ def test_workspace_of_plain_files(root: Path) -> None:
     write(root / "notes", {"todo.txt": "buy milk\n", "ideas/later.txt": "a garden\n"})
     result = ask(root, "notes", "What is this repo?")
     assert result["answer"] == (
-        "`notes` has no README, manifest or package documentation in this workspace.\n\n"
+        "`notes` has no README in this workspace.\n\n"
         "Its files, shallowest first: todo.txt, ideas/later.txt.\n\n"
         "Top-level folders: ideas/ (1 file); 1 file at the top."
     )
     assert brief(result["sources"]) == [("todo.txt", 1, 1, None, 1.0), ("ideas/later.txt", 1, 1, None, 0.5)]
+
+
+def test_a_language_without_a_reader_shows_its_biggest_source_files(root: Path) -> None:
+    main = "fn main() {\n" + "    step();\n" * 18 + "}\n"
+    parser = "pub fn parse() {\n" + "    token();\n" * 38 + "}\n"
+    files = {"Cargo.toml": '[package]\nname = "crab"\n', "src/main.rs": main, "src/parser.rs": parser}
+    write(root / "crab", {**files, "notes/todo.md": "- write docs\n"})
+    result = ask(root, "crab", "How does this code work?")
+    assert result["answer"] == (
+        "`crab` has no README in this workspace.\n\n"
+        "Its biggest source files: src/parser.rs (40 lines), src/main.rs (20 lines).\n\n"
+        "Top-level folders: src/ (2 files), notes/ (1 file); 1 file at the top."
+    )
+    assert brief(result["sources"]) == [("src/parser.rs", 1, 40, None, 1.0), ("src/main.rs", 1, 20, None, 0.5)]
 
 
 def test_nonsense_still_says_nothing_matched(root: Path) -> None:
