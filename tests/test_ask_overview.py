@@ -358,3 +358,18 @@ def test_a_language_model_phrases_the_overview_from_its_sources(root: Path) -> N
     prompt = body["messages"][1]["content"]
     assert "README.md lines 1-5" in prompt and "shop/cli.py lines 6-8" in prompt
     assert [source["path"] for source in result["sources"]][:3] == ["README.md", "shop/__init__.py", "shop/cli.py"]
+
+
+def test_the_biggest_modules_of_the_main_package_come_next(root: Path) -> None:
+    modules = {
+        f"kit/{name}.py": f'"""The {name} module."""\n' + "x = 1\n" * size
+        for name, size in [("a", 3), ("b", 9), ("c", 6)]
+    }
+    write(root / "kit", {"kit/__init__.py": '"""A kit."""\n', **modules})
+    sources = ask(root, "kit", "Where do I start?")["sources"]
+    assert [(s["path"], s["end_line"]) for s in sources] == [
+        ("kit/__init__.py", 1),
+        ("kit/b.py", 10),
+        ("kit/c.py", 7),
+        ("kit/a.py", 4),
+    ]

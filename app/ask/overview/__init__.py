@@ -85,9 +85,9 @@ def _project_names(workspace_id: str, name: str | None, paths: list[str]) -> fro
 def _build(folder: Path, sizes: dict[str, int], facts: Facts, workspace_id: str, top_k: int) -> Overview:
     paths = list(sizes)
     readme = readme_part(folder, paths)
-    python = python_parts(folder, paths, facts)
-    javascript = js_parts(folder, paths, facts)
-    go = go_parts(folder, paths, facts)
+    python = python_parts(folder, sizes, facts)
+    javascript = js_parts(folder, sizes, facts)
+    go = go_parts(folder, sizes, facts)
     layout = [*python.layout, *javascript.layout, *go.layout]
     entries = [*python.entries, *javascript.entries, *go.entries]
     layout = _make_room(layout, entries)
