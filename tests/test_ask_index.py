@@ -96,6 +96,7 @@ def test_skipped_files_and_folders(root: Path) -> None:
 
 def test_python_chunks_follow_structure() -> None:
     body = "".join(f"    x{i} = {i}\n" for i in range(300))
+    big = "".join(f"        y{i} = {i}\n" for i in range(120))
     source = (
         '"""Module doc."""\n'
         "import os\n\n\n"
@@ -113,7 +114,12 @@ def test_python_chunks_follow_structure() -> None:
         "    class Inner:\n"
         "        def deep(self):\n"
         "            pass\n\n"
-        "    after = 4\n\n\n"
+        "    after = 4\n\n"
+        f"    def big(self):\n{big}\n\n"
+        "class Small:\n"
+        '    """A small class."""\n\n'
+        "    def one(self):\n"
+        "        return 1\n\n\n"
         f"def long_function():\n{body}"
     )
     chunks = chunk_file("pkg/mod.py", source)
@@ -130,16 +136,19 @@ def test_python_chunks_follow_structure() -> None:
     assert any("after = 4" in chunk.text for chunk in outer[1:])
     assert by_symbol["Outer.method"][0].doc == "Method doc."
     assert by_symbol["Outer.Inner.deep"][0].start_line == 22
+    assert [(c.start_line, c.end_line) for c in by_symbol["Outer.big"]] == [(27, 87), (88, 147)]
+    assert [(c.start_line, c.end_line, c.doc) for c in by_symbol["Small"]] == [(150, 151, "A small class.")]
+    assert [(c.start_line, c.end_line) for c in by_symbol["Small.one"]] == [(153, 154)]
     pieces = by_symbol["long_function"]
     assert len(pieces) == 3
     assert all(p.end_line - p.start_line + 1 <= MAX_LINES for p in chunks)
-    assert pieces[0].start_line == 28 and pieces[-1].end_line == 328
+    assert pieces[0].start_line == 157 and pieces[-1].end_line == 457
     assert all(b.start_line == a.end_line + 1 for a, b in zip(pieces, pieces[1:], strict=False))
 
 
 def test_other_languages_use_windows_cut_at_declarations() -> None:
-    lines = [f"// line {i}" for i in range(1, 46)] + ["function second(a) {"] + ["  a++;"] * 80 + ["}"]
-    chunks = chunk_file("web/app.js", "\n".join(lines))
+    lines = [f"// line {i}" for i in range(1, 46)] + ["fn second(a: u32) {"] + ["  a += 1;"] * 80 + ["}"]
+    chunks = chunk_file("src/app.rs", "\n".join(lines))
     assert chunks[0].start_line == 1 and chunks[0].end_line == 45
     assert chunks[1].start_line == 46 and chunks[1].symbol == "second"
     assert chunks[0].doc == "line 1"
@@ -158,7 +167,9 @@ def test_identifiers_are_split_and_stemmed() -> None:
     assert {"getsignatur", "get", "signatur", "flask", "session", "http", "serv"} <= terms
     assert stem("saved") == stem("save") == stem("saves") == stem("saving")
     assert stem("cookies") == stem("cookie")
-    assert query_terms("How does the signature get saved?") == ["signatur", "sig", "get", "sav", "persist", "stor"]
+    # Only spelling variants of one word expand; related words (save/store/persist) do not.
+    assert query_terms("How does the signature get saved?") == ["signatur", "sig", "get", "sav"]
+    assert query_terms("the environment") == ["environment"]
 
 
 def test_code_aware_matching(root: Path) -> None:

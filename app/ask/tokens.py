@@ -26,13 +26,14 @@ _STOPWORD_TEXT = """
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
-# Abbreviations programmers write for words users ask with (and back), as a small thesaurus.
+# Abbreviations programmers write in every language for words users ask with (and back). Only spelling
+# variants of one word: groups of related words (send/emit/dispatch) were tuned to one library and misled on
+# others, and "env" also names .env files, not only the environment.
 _SYNONYM_GROUPS = [
     ["config", "configuration", "configure", "settings"],
     ["app", "application"],
     ["auth", "authentication", "authenticate", "authorization"],
     ["ctx", "context"],
-    ["env", "environ", "environment"],
     ["req", "request"],
     ["resp", "response"],
     ["arg", "args", "argument"],
@@ -81,26 +82,6 @@ _SYNONYM_GROUPS = [
     ["conn", "connection"],
     ["fs", "filesystem"],
     ["cli", "commandline"],
-    # Everyday verbs and nouns that questions and code use interchangeably.
-    ["build", "create", "construct", "generate"],
-    ["remove", "delete", "strip", "discard"],
-    ["check", "verify", "validate"],
-    ["compare", "cmp"],
-    ["send", "emit", "dispatch", "notify", "publish"],
-    ["receiver", "listener", "subscriber", "callback"],
-    ["kill", "terminate"],
-    ["start", "launch", "spawn"],
-    ["stop", "shutdown", "halt"],
-    ["normalize", "normalise", "canonicalize", "canonical"],
-    ["shorten", "truncate"],
-    ["expand", "interpolate", "substitute"],
-    ["search", "lookup", "locate"],
-    ["wait", "sleep", "delay", "backoff"],
-    ["die", "dead", "exit", "crash"],
-    ["fetch", "retrieve", "download"],
-    ["save", "store", "persist"],
-    ["url", "uri"],
-    ["hash", "digest"],
 ]
 
 # Irregular verb forms that suffix stripping cannot reach.

@@ -22,6 +22,8 @@ from app.ask.ranking import Source
 
 _OVERVIEW_SOURCE_LINES = 150
 _FALLBACK_FILES = 10
+_MAX_ENTRIES = 8
+_MAX_NAMING_PACKAGES = 2
 
 
 @dataclass(frozen=True)
@@ -69,11 +71,13 @@ def _project_names(workspace_id: str, name: str | None, paths: list[str]) -> fro
     names = set(WORD_RE.findall(workspace_id.lower()))
     if name:
         names.update(WORD_RE.findall(name.lower()))
-    for path in paths:
-        parts = path.split("/")
-        if parts[-1] == "__init__.py" and len(parts) <= 3:
-            names.add(parts[-2].lower())
-    return frozenset(names)
+    # A workspace of one or two packages is named after them; one holding dozens is named by none of them.
+    packages = {
+        parts[-2].lower()
+        for parts in (path.split("/") for path in paths if path.endswith("__init__.py"))
+        if len(parts) == 2 or len(parts) == 3 and parts[0] in ("src", "lib")
+    }
+    return frozenset(names | packages if len(packages) <= _MAX_NAMING_PACKAGES else names)
 
 
 def _build(folder: Path, paths: list[str], facts: Facts, workspace_id: str, top_k: int) -> Overview:
@@ -97,7 +101,8 @@ def _build(folder: Path, paths: list[str], facts: Facts, workspace_id: str, top_
         more = f" and {len(shallow) - _FALLBACK_FILES} more" if len(shallow) > _FALLBACK_FILES else ""
         paragraphs.append("Its files, shallowest first: " + ", ".join(shallow[:_FALLBACK_FILES]) + more + ".")
     if entries:
-        paragraphs.append("Where it starts: " + "; ".join(part.text for part in entries) + ".")
+        more = f"; and {len(entries) - _MAX_ENTRIES} more" if len(entries) > _MAX_ENTRIES else ""
+        paragraphs.append("Where it starts: " + "; ".join(part.text for part in entries[:_MAX_ENTRIES]) + more + ".")
     elif layout:
         paragraphs.append(
             f"It declares no command-line entry point, so it is used as a library: start reading at {layout[0].where}."
@@ -111,6 +116,7 @@ def _build(folder: Path, paths: list[str], facts: Facts, workspace_id: str, top_
     first = _interleave([[readme] if readme else [], layout[:1], entries[:2], modules[:1]])
     ordered = first + _interleave([layout[1:], entries[2:], modules[1:]]) + manifests
     ordered = _distinct(ordered)
+    ordered = [part for part in ordered if part.snippet.strip()]  # a binary or empty file shows nothing
     if not ordered:
         ordered = _fallback_parts(folder, paths, top_k)
     sources = []
@@ -191,6 +197,8 @@ def _folders(paths: list[str]) -> str:
     biggest = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:8]
     listed = ", ".join(f"{top}/ ({count} file{'s' if count != 1 else ''})" for top, count in biggest)
     top_files = sum(1 for path in paths if "/" not in path)
+    if not top_files:
+        return f"Top-level folders: {listed}."
     return f"Top-level folders: {listed}; {top_files} file{'s' if top_files != 1 else ''} at the top."
 
 

@@ -11,8 +11,8 @@ from app.ask.overview.parts import (
     Found,
     Part,
     block_end,
-    count_under,
     first_sentence,
+    folder_counts,
     head_part,
     is_code_path,
     is_main_language,
@@ -70,7 +70,8 @@ def js_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
         definition = _js_definition(real, read(real), export) if export else None
         if definition:
             found.entries.append(definition)
-    folders = sorted({p.split("/", 1)[0] for p in code if "/" in p}, key=lambda d: (-count_under(code, d), d))
+    sizes = folder_counts(code, depth=1)
+    folders = sorted(sizes, key=lambda d: (-sizes[d], d))
     for top in folders[:3]:
         files = sorted(p for p in code if p.startswith(top + "/"))
         listed = []
