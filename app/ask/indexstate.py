@@ -33,7 +33,8 @@ def state_path(root: Path, workspace_id: str) -> Path:
 
 
 def _job_lock_path(root: Path, workspace_id: str) -> Path:
-    return store.index_dir(root) / f"{workspace_id}.job.lock"
+    # Not "<id>.job.lock": that is the workspace lock of a workspace named "<id>.job".
+    return store.index_dir(root) / f"{workspace_id}.job-lock"
 
 
 @contextlib.contextmanager
