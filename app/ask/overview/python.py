@@ -32,18 +32,18 @@ _ENTRY_FILES = {
 }
 
 
-def python_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
+def python_parts(folder: Path, sizes: dict[str, int], facts: Facts) -> Found:
     """Top-level packages and modules with their docstrings; console scripts, __main__, factories, wsgi.py."""
     found = Found()
-    code = [p for p in paths if p.endswith(".py") and is_code_path(p)]
+    code = [p for p in sizes if p.endswith(".py") and is_code_path(p)]
     roots = ("", "src/", "lib/")
     packages = sorted(
         {p[: -len("/__init__.py")] for p in code if p.endswith("/__init__.py") and _under_root(p, roots, 2)}
     )
     modules = [p for p in code if _under_root(p, roots, 1) and not p.endswith("__init__.py")]
     wanted = (facts.name or "").lower().replace("-", "_")
-    sizes = folder_counts(code)
-    packages.sort(key=lambda p: (p.rsplit("/", 1)[-1].lower() != wanted, -sizes[p], p))
+    counts = folder_counts(code)
+    packages.sort(key=lambda p: (p.rsplit("/", 1)[-1].lower() != wanted, -counts[p], p))
     packages = packages[:_MAX_PACKAGES]
     modules.sort(key=lambda p: (p.rsplit("/", 1)[-1][:-3].lower() != wanted, p))
     texts: dict[str, str] = {}
@@ -61,7 +61,7 @@ def python_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
     if packages:
         # The biggest modules of the main package hold most of its code: the next places to read.
         children = [p for p in _children(packages[0], code) if p.endswith(".py") and not p.endswith("__init__.py")]
-        children.sort(key=lambda p: (-len(read(p)), p))
+        children.sort(key=lambda p: (-sizes[p], p))
         found.modules.extend(_python_module(p, read(p)) for p in children[:MAX_LISTED])
     for module in modules[:MAX_LISTED]:
         text = read(module)
