@@ -42,7 +42,8 @@ _SLASH_NOISE_RE = re.compile(
     r"//[^\n]*+|/\*[\s\S]*?\*/|`[^`\\]*+(?:\\.[^`\\]*+)*+`"
     r"|\"[^\"\\\n]*+(?:\\.[^\"\\\n]*+)*+\"|'[^'\\\n]*+(?:\\.[^'\\\n]*+)*+'"
 )
-_GO_RECEIVER_RE = re.compile(r"\A\s*func\s*\(\s*([A-Za-z_]\w*)\s")
+# A Go method's receiver, ``func (r *Router) Handle(``: the first line that starts with ``func``.
+_GO_RECEIVER_RE = re.compile(r"^[ \t]*func[ \t]*\([ \t]*([A-Za-z_]\w*)[ \t]+\*?[ \t]*[A-Za-z_]", re.M)
 # ``name(``, ``receiver.name(``, ``x?.name(`` or ``word name(``, written backwards.
 _REVERSED_CALL_RE = re.compile(r"\([ \t]*+([\w$]++)(?:[ \t]*+\.\??[ \t]*+([\w$]*+)|[ \t]++([\w$]++))?")
 _OWN_NAMES = frozenset({"self", "cls", "this"})
@@ -83,21 +84,27 @@ class Candidate(NamedTuple):
 def file_nodes(path: str, chunks: Iterable[Chunk]) -> list[Node]:
     """The graph nodes of one file and their call sites, from its chunks; no database involved."""
     chunks = list(chunks)
+    pieces = [(chunk.symbol, chunk.start_line, chunk.text) for chunk in chunks if chunk.symbol]
+    module_code = "\n".join(chunk.text for chunk in chunks if chunk.symbol is None)
+    return _nodes(path, pieces, module_code)
+
+
+def _nodes(path: str, pieces: list[tuple[str, int, str]], module_code: str) -> list[Node]:
+    """Nodes from ``(symbol, first line, own text)`` pieces; ``module_code`` is the code outside them."""
     python = path.endswith(_PYTHON_SUFFIXES)
     noise = _HASH_NOISE_RE if python or path.endswith(_HASH_COMMENT_SUFFIXES) else _SLASH_NOISE_RE
-    imported, modules = _python_imports(chunks) if python else ({}, {})
+    imported, modules = _python_imports(module_code) if python else ({}, {})
+    go = path.endswith(".go")
     nodes: dict[str, Node] = {}
-    for chunk in chunks:
-        if not chunk.symbol:
-            continue
-        node = nodes.get(chunk.symbol)
+    for symbol, line, text in pieces:
+        node = nodes.get(symbol)
         if node is None:
-            node = nodes[chunk.symbol] = Node(chunk.symbol, chunk.start_line)
-        node.line = min(node.line, chunk.start_line)
+            node = nodes[symbol] = Node(symbol, line)
+        node.line = min(node.line, line)
         own = _OWN_NAMES
-        if chunk.text.lstrip().startswith("func") and (receiver := _GO_RECEIVER_RE.match(chunk.text)):
+        if go and node.owner and (receiver := _GO_RECEIVER_RE.search(text)):
             own = _OWN_NAMES | {receiver.group(1)}
-        for receiver, name in call_sites(noise.sub('""', chunk.text), own):
+        for receiver, name in call_sites(noise.sub('""', text), own):
             if receiver == BARE and name in imported:
                 receiver, name = imported[name]
             elif receiver in modules:
@@ -108,24 +115,23 @@ def file_nodes(path: str, chunks: Iterable[Chunk]) -> list[Node]:
     return list(nodes.values())
 
 
-def _python_imports(chunks: list[Chunk]) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+def _python_imports(module_code: str) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
     """What a module's top-level imports say about names: ``from m import f as g`` makes ``g()`` a call
     of ``f`` from module ``m``, and ``import pkg.mod as x`` makes ``x.f()`` a call on ``mod``."""
     names: dict[str, tuple[str, str]] = {}
     modules: dict[str, str] = {}
-    for chunk in chunks:
-        if chunk.symbol is not None or "import" not in chunk.text:
-            continue
-        for statement in _PYTHON_IMPORT_RE.finditer(chunk.text):
-            source, imported = statement.groups()
-            for item in imported.strip("() \t").split(","):
-                original, _, alias = (part.strip() for part in item.partition(" as "))
-                if not original.replace(".", "").replace("_", "").isalnum():
-                    continue
-                if source is None:
-                    modules[alias or original] = original.rpartition(".")[2]
-                elif source.strip("."):
-                    names[alias or original] = (MODULE + source.rpartition(".")[2], original)
+    if "import" not in module_code:
+        return names, modules
+    for statement in _PYTHON_IMPORT_RE.finditer(module_code):
+        source, imported = statement.groups()
+        for item in imported.strip("() \t").split(","):
+            original, _, alias = (part.strip() for part in item.partition(" as "))
+            if not original.replace(".", "").replace("_", "").isalnum():
+                continue
+            if source is None:
+                modules[alias or original] = original.rpartition(".")[2]
+            elif source.strip("."):
+                names[alias or original] = (MODULE + source.rpartition(".")[2], original)
     return names, modules
 
 
