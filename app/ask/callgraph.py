@@ -21,6 +21,7 @@ from typing import NamedTuple, TypeVar
 
 from app.ask import store
 from app.ask.chunking import Chunk
+from app.ask.parsing import language_of
 
 MAX_NEIGHBOURS = 5  # callers and callees listed per source
 
@@ -82,7 +83,13 @@ class Candidate(NamedTuple):
 
 
 def file_nodes(path: str, chunks: Iterable[Chunk]) -> list[Node]:
-    """The graph nodes of one file and their call sites, from its chunks; no database involved."""
+    """The graph nodes of one file and their call sites, from its chunks; no database involved.
+
+    Only languages whose definitions are parsed have nodes: elsewhere a chunk is a window of lines
+    named after its first declaration, and edges from it would be guesses.
+    """
+    if language_of(path) is None:
+        return []
     chunks = list(chunks)
     pieces = [(chunk.symbol, chunk.start_line, chunk.text) for chunk in chunks if chunk.symbol]
     module_code = "\n".join(chunk.text for chunk in chunks if chunk.symbol is None)
