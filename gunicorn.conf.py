@@ -9,6 +9,7 @@ import os
 import sys
 
 from app.config import ConfigError, load_config, load_dotenv_files
+from app.worker import HeaderDeadlineWorker
 
 load_dotenv_files()
 try:
@@ -32,7 +33,9 @@ if workers > 1 and not _shared_storage:
         "set RATELIMIT_STORAGE_URI=redis://localhost:6379/0 or use one worker."
     )
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-worker_class = "gthread"
+# gthread, plus a deadline for each request's headers that ties up no thread while it runs (app/worker.py).
+worker_class = "app.worker.HeaderDeadlineWorker"
+HeaderDeadlineWorker.header_timeout = _config.request_header_timeout
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5

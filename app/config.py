@@ -58,6 +58,7 @@ class Config:
     key_create_limit: str = "20/hour"
     session_lifetime: int = 12 * 3600  # seconds of inactivity
     api_max_json_bytes: int = 64 * 1024
+    request_header_timeout: float = 10.0
 
     def flask_settings(self) -> dict:
         """The subset Flask and its extensions read from ``app.config``."""
@@ -151,6 +152,13 @@ def parse_networks(name: str, raw: str) -> tuple:
     if not networks:
         raise ConfigError(f"{name} is set but lists no address")
     return networks
+
+
+def _header_timeout(env: dict) -> float:
+    value = _seconds(env, "REQUEST_HEADER_TIMEOUT", "10", maximum=3600)
+    if value == 0:
+        raise ConfigError("REQUEST_HEADER_TIMEOUT must be more than 0 seconds (a request needs time for its headers)")
+    return value
 
 
 def parse_allowed_ips(raw: str | None) -> tuple | None:
@@ -344,6 +352,7 @@ def load_config(env: dict | None = None) -> Config:
         key_create_limit=_limit_string(env, "KEY_CREATE_LIMIT", "20/hour"),
         session_lifetime=parse_duration("SESSION_LIFETIME", _get(env, "SESSION_LIFETIME", "12h")),
         api_max_json_bytes=_int(env, "API_MAX_JSON_BYTES", 64 * 1024, minimum=1024),
+        request_header_timeout=_header_timeout(env),
     )
 
 

@@ -3,12 +3,16 @@
 from pathlib import Path
 
 import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.api.openapi import build_document
-from app.ask import ask
+from app.ask import LLMSettings, ask
 from app.ask.engine import NO_MATCH_ANSWER
 from app.ask.overview.question import is_broad
 from tests.conftest import ADMIN_KEY
+from tests.fake_llm import ANSWER, FakeLLM
 
 BROAD = "How does this code work?"
 
@@ -140,7 +144,8 @@ def test_go_workspace_overview(root: Path) -> None:
     assert result["answer"] == (
         "`hello` has no README or description in this workspace; here is what its code says about itself.\n\n"
         "The Go package `main` (the top folder, `example.com/hello`): Command hello prints a greeting. "
-        "The Go package `greet` (greet/, `example.com/hello/greet`): Package greet builds greetings.\n\n"
+        "The Go package `greet` (greet/, `example.com/hello/greet`): Package greet builds greetings. "
+        "It offers functions `Hello`.\n\n"
         "Where it starts: `func main` in main.go (line 12).\n\n"
         "Top-level folders: greet/ (2 files); 2 files at the top."
     )
@@ -166,7 +171,7 @@ def test_workspace_without_readme(root: Path) -> None:
         "The Python package `tool` (tool/__init__.py): Small tools for text. "
         "Its modules: `words` (defines `count`).\n\n"
         "It declares no command-line entry point, so it is used as a library: start reading at tool/__init__.py.\n\n"
-        "Top-level folders: tool/ (2 files); 0 files at the top."
+        "Top-level folders: tool/ (2 files)."
     )
     assert brief(result["sources"]) == [("tool/__init__.py", 1, 1, None, 1.0), ("tool/words.py", 1, 2, None, 0.5)]
 
@@ -175,11 +180,25 @@ def test_workspace_of_plain_files(root: Path) -> None:
     write(root / "notes", {"todo.txt": "buy milk\n", "ideas/later.txt": "a garden\n"})
     result = ask(root, "notes", "What is this repo?")
     assert result["answer"] == (
-        "`notes` has no README, manifest or package documentation in this workspace.\n\n"
+        "`notes` has no README in this workspace.\n\n"
         "Its files, shallowest first: todo.txt, ideas/later.txt.\n\n"
         "Top-level folders: ideas/ (1 file); 1 file at the top."
     )
     assert brief(result["sources"]) == [("todo.txt", 1, 1, None, 1.0), ("ideas/later.txt", 1, 1, None, 0.5)]
+
+
+def test_a_language_without_a_reader_shows_its_biggest_source_files(root: Path) -> None:
+    main = "fn main() {\n" + "    step();\n" * 18 + "}\n"
+    parser = "pub fn parse() {\n" + "    token();\n" * 38 + "}\n"
+    files = {"Cargo.toml": '[package]\nname = "crab"\n', "src/main.rs": main, "src/parser.rs": parser}
+    write(root / "crab", {**files, "notes/todo.md": "- write docs\n"})
+    result = ask(root, "crab", "How does this code work?")
+    assert result["answer"] == (
+        "`crab` has no README in this workspace.\n\n"
+        "Its biggest source files: src/parser.rs (40 lines), src/main.rs (20 lines).\n\n"
+        "Top-level folders: src/ (2 files), notes/ (1 file); 1 file at the top."
+    )
+    assert brief(result["sources"]) == [("src/parser.rs", 1, 40, None, 1.0), ("src/main.rs", 1, 20, None, 0.5)]
 
 
 def test_nonsense_still_says_nothing_matched(root: Path) -> None:
@@ -239,6 +258,7 @@ def test_each_source_spans_at_most_150_lines(root: Path) -> None:
         "Explain the architecture of this codebase",
         "What's the entry point?",
         "How is the project organized?",
+        "Which file should I read first?",
     ],
 )
 def test_broad_questions(question: str) -> None:
@@ -273,4 +293,83 @@ def test_the_api_answers_its_own_example_with_an_overview(client, workspaces: Pa
         ("README.md", 1, 5, None, 1.0),
         ("shop/__init__.py", 1, 5, None, 0.5),
         ("shop/cli.py", 6, 8, "main", 0.3333),
+    ]
+
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=400)
+_MANIFESTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "README.md": _TEXT,
+        "README.rst": _TEXT,
+        "pyproject.toml": st.one_of(_TEXT, st.just('[project]\nname = 1\nscripts = "x"\n')),
+        "setup.cfg": st.one_of(_TEXT, st.just("[options.entry_points]\nconsole_scripts =\n  a = ..:\n")),
+        "setup.py": _TEXT,
+        "package.json": st.one_of(_TEXT, st.just('{"main": ["x"], "bin": 3}'), st.just('{"main": "../../etc"}')),
+        "go.mod": _TEXT,
+        "pkg/__init__.py": _TEXT,
+        "pkg/__main__.py": _TEXT,
+        "index.js": _TEXT,
+        "main.go": _TEXT,
+    },
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(files=_MANIFESTS)
+def test_any_workspace_gets_an_overview_whose_sources_are_its_own_lines(tmp_path: Path, files: dict) -> None:
+    root = tmp_path / f"ws{len(list(tmp_path.iterdir()))}"
+    write(root / "w", {"notes.txt": "some notes\n", **files})
+    result = ask(root, "w", BROAD, top_k=20)
+    assert result["answer"] and result["sources"]
+    for source in result["sources"]:
+        lines = (root / "w" / source["path"]).read_bytes().decode("utf-8-sig").splitlines()
+        assert 1 <= source["start_line"] <= source["end_line"] <= len(lines)
+        assert source["end_line"] - source["start_line"] < 150
+        assert source["snippet"] == "\n".join(lines[source["start_line"] - 1 : source["end_line"]])
+
+
+def test_a_real_server_answers_the_documented_example_with_an_overview(live_server, workspaces: Path) -> None:
+    write(workspaces / "demo", PYTHON)
+    server = live_server()
+    example = requests.get(server.url + "/api/openapi.json", timeout=10).json()["components"]["schemas"]
+    body = example["AskRequest"]["examples"][0]
+    response = requests.post(server.url + "/api/ask", json=body, headers={"x-api-key": ADMIN_KEY}, timeout=30)
+    assert response.status_code == 200
+    result = response.json()
+    assert result["answer"].split("\n\n")[2] == (
+        "Where it starts: the command `shop` runs `main` in shop/cli.py (line 6); `python -m shop` runs "
+        "shop/__main__.py; `create_app` in shop/app.py (line 4) builds the app."
+    )
+    assert [source["path"] for source in result["sources"]] == [
+        "README.md",
+        "shop/__init__.py",
+        "shop/cli.py",
+        "shop/__main__.py",
+        "shop/app.py",
+    ]
+
+
+def test_a_language_model_phrases_the_overview_from_its_sources(root: Path) -> None:
+    with FakeLLM(model="m1", api_key=None) as llm:
+        result = ask(root, "shop", BROAD, llm=LLMSettings(base_url=llm.base_url, model="m1", timeout=5))
+    assert (result["engine"], result["answer"]) == ("llm", ANSWER)
+    [body] = llm.requests
+    prompt = body["messages"][1]["content"]
+    assert "README.md lines 1-5" in prompt and "shop/cli.py lines 6-8" in prompt
+    assert [source["path"] for source in result["sources"]][:3] == ["README.md", "shop/__init__.py", "shop/cli.py"]
+
+
+def test_the_biggest_modules_of_the_main_package_come_next(root: Path) -> None:
+    modules = {
+        f"kit/{name}.py": f'"""The {name} module."""\n' + "x = 1\n" * size
+        for name, size in [("a", 3), ("b", 9), ("c", 6)]
+    }
+    write(root / "kit", {"kit/__init__.py": '"""A kit."""\n', **modules})
+    sources = ask(root, "kit", "Where do I start?")["sources"]
+    assert [(s["path"], s["end_line"]) for s in sources] == [
+        ("kit/__init__.py", 1),
+        ("kit/b.py", 10),
+        ("kit/c.py", 7),
+        ("kit/a.py", 4),
     ]

@@ -75,7 +75,13 @@ SCHEMAS = {
     "AskRequest": _object(
         {
             "workspaceId": {"type": "string", "pattern": WORKSPACE_ID_RE.pattern},
-            "question": {"type": "string", "minLength": 1, "maxLength": QUESTION_MAX},
+            "question": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": QUESTION_MAX,
+                "description": 'A question about the workspace as a whole ("How does this code work?") gets an '
+                "overview: what the README says, the main packages and modules, and the entry points, as sources.",
+            },
             "top_k": {"type": "integer", "minimum": MIN_TOP_K, "maximum": MAX_TOP_K, "default": 5},
         },
         required=("workspaceId", "question"),

@@ -22,15 +22,17 @@ from app.ask.overview.parts import (
 _MAX_GO_DIRS = 40
 _MAX_GO_FILES_PER_DIR = 6
 _GO_PACKAGE_RE = re.compile(r"^package\s+(\w+)", re.MULTILINE)
+_GO_TYPE_RE = re.compile(r"^type\s+([A-Z]\w*)", re.MULTILINE)
+_GO_FUNC_RE = re.compile(r"^func\s+([A-Z]\w*)", re.MULTILINE)
 
 
-def go_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
+def go_parts(folder: Path, sizes: dict[str, int], facts: Facts) -> Found:
     """Each package with its package comment; ``func main`` of every main package."""
     found = Found()
-    if not is_main_language(paths, "go", "go.mod"):
+    if not is_main_language(list(sizes), "go", "go.mod"):
         return found
     by_dir: dict[str, list[str]] = {}
-    for path in paths:
+    for path in sizes:
         if path.endswith(".go") and not path.endswith("_test.go") and _go_code_path(path):
             by_dir.setdefault(path.rsplit("/", 1)[0] if "/" in path else "", []).append(path)
     dirs = sorted(by_dir, key=lambda d: (d.count("/") + (d != ""), d))[:_MAX_GO_DIRS]
@@ -58,10 +60,12 @@ def go_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
         sentence = f"The Go package `{package}` ({where}, `{import_path}`)"
         if doc_part:
             sentence += ": " + doc_part.text
-        biggest = _go_files(folder, by_dir[directory])
-        part = retext(doc_part or biggest[0], sentence.rstrip(".") + ".")
         if directory.count("/") == 0:
-            found.layout.append(part)
+            biggest_files = sorted(files, key=lambda p: (-sizes[p], p))[: _MAX_GO_FILES_PER_DIR * 4]
+            texts = {path: textfiles.read_text(folder / path) or "" for path in biggest_files}
+            biggest = _go_files(texts)
+            sentence = sentence.rstrip(".") + _exported(texts)
+            found.layout.append(retext(doc_part or biggest[0], sentence.rstrip(".") + "."))
             found.modules.extend(biggest)
         else:
             others.append(f"`{package}` ({directory}/)")
@@ -79,9 +83,21 @@ def _go_code_path(path: str) -> bool:
     return not any(part in ("testdata", "vendor", "examples", "example") or part[:1] in "._" for part in parts)
 
 
-def _go_files(folder: Path, files: list[str]) -> list[Part]:
+def _exported(texts: dict[str, str]) -> str:
+    """ ". It offers types `A`, `B` and functions `C`" from the package's exported declarations."""
+    biggest_first = sorted(texts.values(), key=len, reverse=True)  # the central type lives in the biggest file
+    types = list(dict.fromkeys(name for text in biggest_first for name in _GO_TYPE_RE.findall(text)))
+    funcs = list(dict.fromkeys(name for text in biggest_first for name in _GO_FUNC_RE.findall(text)))
+    offers = []
+    for kind, names in (("types", types), ("functions", funcs)):
+        if names:
+            more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
+            offers.append(f"{kind} " + ", ".join(f"`{name}`" for name in names[:MAX_LISTED]) + more)
+    return ". It offers " + "; ".join(offers) if offers else ""
+
+
+def _go_files(texts: dict[str, str]) -> list[Part]:
     """The package's biggest files from their package clause on (the licence header above it says nothing)."""
-    texts = {path: textfiles.read_text(folder / path) or "" for path in files[: _MAX_GO_FILES_PER_DIR * 4]}
     parts = []
     for path in sorted(texts, key=lambda p: (-len(texts[p]), p))[:MAX_LISTED]:
         text = texts[path]

@@ -1,6 +1,7 @@
 """What the overview is made of: a ``Part`` (a sentence and the lines it was read from) and shared helpers."""
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 MAX_LISTED = 10  # modules or files named per package in the answer
@@ -63,10 +64,12 @@ def head_part(path: str, text: str, symbol: str | None = None, limit: int = MAX_
 
 _RST_ROLE = re.compile(r":[\w:.-]+:`~?([^`<]+?)(?:\s*<[^>]*>)?`")
 _RST_LITERAL = re.compile(r"``(.+?)``")
+_TITLE = re.compile(r"\A\s*[^\n]*\n[ \t]*([=\-~*^#+])\1{2,}[ \t]*(?:\n|\Z)")
 
 
 def first_sentence(text: str, limit: int = 200) -> str:
     """The first sentence of a docstring or comment, reStructuredText roles reduced to plain `code`."""
+    text = _TITLE.sub("", text)  # "pygments.lexer\n~~~~~~~~~~~~~~\n\nBase lexer classes." starts at "Base"
     text = _RST_LITERAL.sub(r"`\1`", _RST_ROLE.sub(r"`\1`", " ".join(text.split())))
     match = re.match(r"(.+?[.!?])(?:\s|$)", text)
     sentence = match.group(1) if match else text
@@ -84,8 +87,14 @@ def retext(part: Part, text: str) -> Part:
     return Part(part.path, part.start_line, part.end_line, part.symbol, text, part.snippet, part.doc)
 
 
-def count_under(paths: list[str], folder: str) -> int:
-    return sum(1 for path in paths if path.startswith(folder + "/"))
+def folder_counts(paths: list[str], depth: int = 2) -> Counter:
+    """How many of ``paths`` lie under each folder, for folders up to ``depth`` levels down."""
+    counts: Counter = Counter()
+    for path in paths:
+        parts = path.split("/")[:-1]
+        for level in range(1, min(depth, len(parts)) + 1):
+            counts["/".join(parts[:level])] += 1
+    return counts
 
 
 def is_code_path(path: str) -> bool:
