@@ -152,6 +152,22 @@ def test_python_workspace_graph(root: Path) -> None:
     assert _graph(root) == GRAPH
 
 
+def test_a_source_showing_a_whole_class_stands_for_its_methods(root: Path) -> None:
+    update_index(root, "demo")
+    conn = sqlite3.connect(index_db_path(root, "demo"))
+
+    whole = callgraph.neighbours(conn, "shop/cart.py", "Cart", (6, 19))
+    header = callgraph.neighbours(conn, "shop/cart.py", "Cart", (6, 7))
+    conn.close()
+
+    # Cart.add calling Cart.total is inside; report and checkout call in from outside.
+    assert whole == (
+        [REPORT, _ref("checkout", "shop/cart.py", 22)],
+        [_ref("apply", "shop/tax.py", 4), _ref("total_price", "shop/pricing.py", 1)],
+    )
+    assert header == GRAPH["shop/cart.py", "Cart"]
+
+
 def test_removed_file_forgets_its_nodes_and_edges(root: Path) -> None:
     update_index(root, "demo")
     (root / "demo" / "shop" / "tax.py").unlink()
@@ -163,9 +179,9 @@ def test_removed_file_forgets_its_nodes_and_edges(root: Path) -> None:
     assert graph["shop/cart.py", "Cart.total"][1] == [_ref("total_price", "shop/pricing.py", 1)]
     assert graph["admin/reports.py", "apply"] == ([REPORT], [])
     conn = sqlite3.connect(index_db_path(root, "demo"))
-    dangling = "SELECT count(*) FROM graph_calls WHERE {} NOT IN (SELECT id FROM graph_nodes)"
-    assert conn.execute(dangling.format("callee")).fetchone() == (0,)
-    assert conn.execute(dangling.format("caller")).fetchone() == (0,)
+    dangling = "SELECT count(*) FROM graph_calls WHERE caller NOT IN (SELECT id FROM graph_nodes)"
+    assert conn.execute(dangling).fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM graph_nodes WHERE path = 'shop/tax.py'").fetchone() == (0,)
     conn.close()
 
     _write(root / "demo", {"shop/tax.py": TAX})
@@ -245,13 +261,7 @@ def test_file_nodes_skip_strings_comments_declarations_and_recursion() -> None:
     ]
 
     [render] = file_nodes("web/app.js", js)
-    assert (render.symbol, render.owner, render.name, render.line, render.end_line) == (
-        "App.render",
-        "App",
-        "render",
-        3,
-        7,
-    )
+    assert (render.symbol, render.owner, render.name, render.line) == ("App.render", "App", "render", 3)
     assert list(render.calls) == [(OWN, "layout"), (BARE, "draw")]
     [match] = file_nodes("mux/route.go", go)
     assert list(match.calls) == [(OWN, "match")]

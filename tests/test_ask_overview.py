@@ -373,3 +373,20 @@ def test_the_biggest_modules_of_the_main_package_come_next(root: Path) -> None:
         ("kit/c.py", 7),
         ("kit/a.py", 4),
     ]
+
+
+def test_a_workspace_holding_one_project_folder_is_read_from_that_folder(root: Path) -> None:
+    write(root / "wrapped", {f"shop-1.0/{name}": text for name, text in PYTHON.items()})
+    result = ask(root, "wrapped", BROAD)
+    first, second, *_ = result["answer"].split("\n\n")
+    assert first == "(Everything is in shop-1.0/; paths below are inside it.)"
+    assert second.startswith("What `shop` is, in its README.md: Shop keeps a small store's stock")
+    assert brief(result["sources"]) == [
+        ("shop-1.0/README.md", 1, 5, None, 1.0),
+        ("shop-1.0/shop/__init__.py", 1, 5, None, 0.5),
+        ("shop-1.0/shop/cli.py", 6, 8, "main", 0.3333),
+        ("shop-1.0/shop/__main__.py", 1, 3, None, 0.25),
+        ("shop-1.0/shop/app.py", 4, 6, "create_app", 0.2),
+    ]
+    lines = (root / "wrapped/shop-1.0/shop/cli.py").read_text().splitlines()
+    assert result["sources"][2]["snippet"] == "\n".join(lines[5:8])

@@ -7,7 +7,7 @@ factories, ``wsgi.py``, ``package.json`` ``main``/``bin``, Go ``func main``). Th
 """
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.ask import store, textfiles
@@ -17,7 +17,7 @@ from app.ask.overview.manifests import manifest
 from app.ask.overview.parts import MAX_SNIPPET, Facts, Part, is_code_path
 from app.ask.overview.python import python_parts
 from app.ask.overview.question import MAX_NAME_WORDS, UNMATCHED_OWN_WORDS, WORD_RE, is_broad, question_shape
-from app.ask.overview.readme import readme_part
+from app.ask.overview.readme import README_RE, readme_part
 from app.ask.ranking import Source
 
 _OVERVIEW_SOURCE_LINES = 150
@@ -48,11 +48,31 @@ def overview_for(root: Path, workspace_id: str, question: str, matched: bool, to
     sizes = _indexed_files(root, workspace_id, folder)
     if not sizes:
         return None
+    # An archive of a repository often holds one folder (project-1.0/): the project starts there.
+    top = _project_folder(list(sizes))
+    if top:
+        folder = folder / top
+        sizes = {path[len(top) + 1 :]: size for path, size in sizes.items()}
     paths = list(sizes)
     facts = manifest(folder, paths)
     if not is_broad(question, _project_names(workspace_id, facts.name, paths), matched):
         return None
-    return _build(folder, sizes, facts, workspace_id, top_k)
+    overview = _build(folder, sizes, facts, workspace_id, top_k)
+    if top:
+        sources = [replace(source, path=f"{top}/{source.path}") for source in overview.sources]
+        overview = Overview(f"(Everything is in {top}/; paths below are inside it.)\n\n{overview.answer}", sources)
+    return overview
+
+
+def _project_folder(paths: list[str]) -> str | None:
+    """The one folder holding the whole workspace, when it has a README or a manifest of its own."""
+    tops = {path.split("/", 1)[0] if "/" in path else None for path in paths}
+    if len(tops) != 1 or None in tops:
+        return None
+    top = tops.pop()
+    inside = {path[len(top) + 1 :] for path in paths if path.count("/") == 1}
+    markers = ("pyproject.toml", "setup.py", "setup.cfg", "package.json", "go.mod")
+    return top if any(README_RE.match(name) or name in markers for name in inside) else None
 
 
 def _indexed_files(root: Path, workspace_id: str, folder: Path) -> dict[str, int]:

@@ -7,7 +7,7 @@ from app.ask import textfiles
 from app.ask.overview.parts import Part, line_span
 
 _SUMMARY_CHARS = 500
-_README_RE = re.compile(r"^readme(\.(md|markdown|rst|txt|adoc))?$", re.IGNORECASE)
+README_RE = re.compile(r"^readme(\.(md|markdown|rst|txt|adoc))?$", re.IGNORECASE)
 _DOC_INDEXES = ("docs/index.md", "docs/README.md", "docs/index.rst", "doc/index.rst", "doc/index.md", "doc/README.md")
 _RST_UNDERLINE = re.compile(r"^([=\-~*^\"+#`':.])\1{2,}\s*$")
 _MARKUP = (
@@ -27,7 +27,7 @@ _MARKUP = (
 
 def readme_part(folder: Path, paths: list[str]) -> Part | None:
     """The README's (or docs index's) opening paragraph that says what the project is."""
-    readmes = sorted((p for p in paths if "/" not in p and _README_RE.match(p)), key=lambda p: (len(p), p))
+    readmes = sorted((p for p in paths if "/" not in p and README_RE.match(p)), key=lambda p: (len(p), p))
     for path in [*readmes, *(p for p in _DOC_INDEXES if p in paths)]:
         text = textfiles.read_text(folder / path)
         lead = _lead(text) if text else None
