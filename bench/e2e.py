@@ -159,7 +159,7 @@ class Gunicorn:
             try:
                 if requests.get(self.url + ready_path, timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or accepted but not yet answered (worker booting)
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"gunicorn {module} did not come up:\n{self.log_tail()}")

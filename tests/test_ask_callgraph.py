@@ -152,6 +152,22 @@ def test_python_workspace_graph(root: Path) -> None:
     assert _graph(root) == GRAPH
 
 
+def test_a_source_showing_a_whole_class_stands_for_its_methods(root: Path) -> None:
+    update_index(root, "demo")
+    conn = sqlite3.connect(index_db_path(root, "demo"))
+
+    whole = callgraph.neighbours(conn, "shop/cart.py", "Cart", (6, 19))
+    header = callgraph.neighbours(conn, "shop/cart.py", "Cart", (6, 7))
+    conn.close()
+
+    # Cart.add calling Cart.total is inside; report and checkout call in from outside.
+    assert whole == (
+        [REPORT, _ref("checkout", "shop/cart.py", 22)],
+        [_ref("apply", "shop/tax.py", 4), _ref("total_price", "shop/pricing.py", 1)],
+    )
+    assert header == GRAPH["shop/cart.py", "Cart"]
+
+
 def test_removed_file_forgets_its_nodes_and_edges(root: Path) -> None:
     update_index(root, "demo")
     (root / "demo" / "shop" / "tax.py").unlink()
@@ -163,9 +179,9 @@ def test_removed_file_forgets_its_nodes_and_edges(root: Path) -> None:
     assert graph["shop/cart.py", "Cart.total"][1] == [_ref("total_price", "shop/pricing.py", 1)]
     assert graph["admin/reports.py", "apply"] == ([REPORT], [])
     conn = sqlite3.connect(index_db_path(root, "demo"))
-    dangling = "SELECT count(*) FROM graph_calls WHERE {} NOT IN (SELECT id FROM graph_nodes)"
-    assert conn.execute(dangling.format("callee")).fetchone() == (0,)
-    assert conn.execute(dangling.format("caller")).fetchone() == (0,)
+    dangling = "SELECT count(*) FROM graph_calls WHERE caller NOT IN (SELECT id FROM graph_nodes)"
+    assert conn.execute(dangling).fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM graph_nodes WHERE path = 'shop/tax.py'").fetchone() == (0,)
     conn.close()
 
     _write(root / "demo", {"shop/tax.py": TAX})
@@ -202,6 +218,175 @@ def test_callers_come_code_first_and_are_capped(tmp_path: Path) -> None:
     callers, callees = _graph(tmp_path)["lib/core.py", "target"]
     assert callers == [_ref("use", "zz/use.py", 1)] + [_ref(f"test_{n}", f"tests/test_{n}.py", 1) for n in range(4)]
     assert callees == []
+
+
+# -- JavaScript, TypeScript and Go, through the real chunker ------------------------------------------------
+JS_GO_FILES = {
+    "web/router.js": """// Routes requests to handlers.
+import { parseQuery } from './query.js';
+import * as log from './log.js';
+
+export class Router {
+  constructor() {
+    this.routes = [];
+  }
+
+  /** Add a route for a path. */
+  add(path, handler) {
+    this.routes.push({ path, handler });
+    return this;
+  }
+
+  /** Find the handler of a request and run it. */
+  handle(req) {
+    const route = this.match(req.url);
+    log.info(`handling ${req.url}`);
+    return route.handler(req, parseQuery(req.url));
+  }
+
+  match(url) {
+    // match(url) here is a comment
+    return this.routes.find((r) => url.startsWith(r.path));
+  }
+}
+
+export function createRouter() {
+  return new Router();
+}
+""",
+    "web/query.js": """export function parseQuery(url) {
+  const parts = url.split('?');
+  return decode(parts[1] || '');
+}
+
+function decode(text) {
+  return Object.fromEntries(new URLSearchParams(text));
+}
+""",
+    "web/log.js": """export function info(message) {
+  console.log("info(" + message + ")");
+}
+""",
+    "web/app.ts": """import { createRouter } from './router';
+
+export function main(): void {
+  const router = createRouter();
+  router.add('/', (req: any) => 'home');
+  router.handle({ url: '/?a=1' });
+}
+""",
+    "mux/route.go": """package mux
+
+// Route is one path and its handler.
+type Route struct {
+	path    string
+	handler func(string) string
+}
+
+// Match reports whether the route serves path.
+func (r *Route) Match(path string) bool {
+	return strings.HasPrefix(path, r.path) && r.valid()
+}
+
+func (r *Route) valid() bool {
+	return r.path != ""
+}
+""",
+    "mux/router.go": """package mux
+
+// Router holds routes.
+type Router struct {
+	routes []*Route
+}
+
+// NewRouter makes an empty router.
+func NewRouter() *Router {
+	return &Router{}
+}
+
+// Serve runs the first route matching path.
+func (rt *Router) Serve(path string) string {
+	for _, route := range rt.routes {
+		if route.Match(path) {
+			return route.handler(path)
+		}
+	}
+	return notFound(path)
+}
+
+func notFound(path string) string {
+	return fmt.Sprintf("no route for %s", path)
+}
+""",
+    "cmd/main.go": """package main
+
+func main() {
+	r := mux.NewRouter()
+	r.Serve("/")
+}
+""",
+}
+JS_GO_GRAPH = {
+    ("cmd/main.go", "main"): ([], [_ref("NewRouter", "mux/router.go", 8)]),  # r.Serve(): r names no type
+    ("mux/route.go", "Route"): ([], []),
+    ("mux/route.go", "Route.Match"): (
+        [_ref("Router.Serve", "mux/router.go", 13)],
+        [_ref("Route.valid", "mux/route.go", 14)],
+    ),
+    ("mux/route.go", "Route.valid"): ([_ref("Route.Match", "mux/route.go", 9)], []),
+    ("mux/router.go", "Router"): ([], []),
+    ("mux/router.go", "NewRouter"): ([_ref("main", "cmd/main.go", 3)], []),
+    ("mux/router.go", "Router.Serve"): (
+        [],
+        [_ref("Route.Match", "mux/route.go", 9), _ref("notFound", "mux/router.go", 23)],
+    ),
+    ("mux/router.go", "notFound"): ([_ref("Router.Serve", "mux/router.go", 13)], []),
+    ("web/app.ts", "main"): (
+        [],
+        [
+            _ref("createRouter", "web/router.js", 29),
+            _ref("Router.add", "web/router.js", 10),
+            _ref("Router.handle", "web/router.js", 16),
+        ],
+    ),
+    ("web/log.js", "info"): ([_ref("Router.handle", "web/router.js", 16)], []),
+    ("web/query.js", "parseQuery"): ([_ref("Router.handle", "web/router.js", 16)], [_ref("decode", "web/query.js", 6)]),
+    ("web/query.js", "decode"): ([_ref("parseQuery", "web/query.js", 1)], []),
+    ("web/router.js", "Router"): ([_ref("createRouter", "web/router.js", 29)], []),
+    ("web/router.js", "Router.constructor"): ([], []),
+    ("web/router.js", "Router.add"): ([_ref("main", "web/app.ts", 3)], []),
+    ("web/router.js", "Router.handle"): (
+        [_ref("main", "web/app.ts", 3)],
+        [
+            _ref("Router.match", "web/router.js", 23),
+            _ref("info", "web/log.js", 1),
+            _ref("parseQuery", "web/query.js", 1),
+        ],
+    ),
+    ("web/router.js", "Router.match"): ([_ref("Router.handle", "web/router.js", 16)], []),
+    ("web/router.js", "createRouter"): ([_ref("main", "web/app.ts", 3)], [_ref("Router", "web/router.js", 5)]),
+}
+
+
+def test_javascript_typescript_and_go_workspace_graph(tmp_path: Path) -> None:
+    # JS_GO_FILES has lines that only look like calls: a comment, a template string, a string, a Go func type.
+    other = {"lib/tool.rb": "def helper\n  info(1)\nend\n", "notes.txt": "main() calls info()\n"}
+    _write(tmp_path / "demo", {**JS_GO_FILES, **other})
+    update_index(tmp_path, "demo")
+
+    # Files in languages without parsed definitions (Ruby here) have no nodes: windows are not functions.
+    assert _graph(tmp_path) == JS_GO_GRAPH
+
+
+def test_javascript_answer_names_callers_and_callees(tmp_path: Path) -> None:
+    _write(tmp_path / "demo", JS_GO_FILES)
+
+    result = ask(tmp_path, "demo", "How does the router find the handler of a request and run it?", top_k=1)
+
+    assert result["answer"] == (
+        "The most relevant code is `Router.handle` in web/router.js (lines 16–21): Find the handler of a request "
+        "and run it. It is called by `main`, and calls `Router.match`, `info` and `parseQuery`."
+    )
 
 
 # -- call sites ---------------------------------------------------------------------------------------------
@@ -245,13 +430,7 @@ def test_file_nodes_skip_strings_comments_declarations_and_recursion() -> None:
     ]
 
     [render] = file_nodes("web/app.js", js)
-    assert (render.symbol, render.owner, render.name, render.line, render.end_line) == (
-        "App.render",
-        "App",
-        "render",
-        3,
-        7,
-    )
+    assert (render.symbol, render.owner, render.name, render.line) == ("App.render", "App", "render", 3)
     assert list(render.calls) == [(OWN, "layout"), (BARE, "draw")]
     [match] = file_nodes("mux/route.go", go)
     assert list(match.calls) == [(OWN, "match")]
@@ -318,13 +497,13 @@ def test_the_answer_says_how_the_best_sources_connect(root: Path) -> None:
     assert result["answer"] == (
         "The most relevant code is `Cart.total` in shop/cart.py (lines 17–19): Sum of the item prices with tax. "
         "It is called by `report`, `Cart.add` and `checkout`, and calls `apply` and `total_price`. "
-        "Also see `total_price` in shop/pricing.py (lines 1–2), which `Cart.total` calls; "
-        "shop/cart.py (lines 1–3) — Shopping cart."
+        "Also see `Cart.add` in shop/cart.py (lines 12–15), which calls `Cart.total` — Put an item in the cart; "
+        "`Cart` in shop/cart.py (lines 6–7) — Items someone means to buy."
     )
     top = result["sources"][0]
     assert (top["callers"], top["callees"]) == GRAPH["shop/cart.py", "Cart.total"]
-    assert result["sources"][2]["symbol"] is None
-    assert (result["sources"][2]["callers"], result["sources"][2]["callees"]) == ([], [])
+    third = result["sources"][2]
+    assert (third["symbol"], third["callers"], third["callees"]) == ("Cart", *GRAPH["shop/cart.py", "Cart"])
 
 
 def test_only_callers_or_only_callees(root: Path) -> None:
@@ -334,7 +513,7 @@ def test_only_callers_or_only_callees(root: Path) -> None:
     assert rounding == (
         "The most relevant code is `round_cents` in shop/tax.py (lines 8–9). It is called by `apply`. "
         "Also see `total_price` in shop/pricing.py (lines 1–2); "
-        "`apply` in shop/tax.py (lines 4–5), which calls `round_cents`."
+        "`Cart.total` in shop/cart.py (lines 17–19) — Sum of the item prices with tax."
     )
     assert adding == (
         "The most relevant code is `Cart.add` in shop/cart.py (lines 12–15): Put an item in the cart. "
@@ -368,12 +547,9 @@ def test_api_sources_carry_callers_and_callees(client, workspaces: Path) -> None
         ],
     }
     assert (second["symbol"], second["callers"], second["callees"]) == (
-        "total_price",
-        [
-            {"symbol": "Cart.total", "path": "shop/cart.py", "line": 17},
-            {"symbol": "discount", "path": "shop/pricing.py", "line": 5},
-        ],
+        "Cart.add",
         [],
+        [{"symbol": "Cart.total", "path": "shop/cart.py", "line": 17}],
     )
 
 
@@ -400,11 +576,7 @@ def test_ask_page_fragment_lists_callers_and_callees(client, auth, workspaces: P
             "Calls",
             '<code title="shop/tax.py, line 4">apply</code>, <code title="shop/pricing.py, line 1">total_price</code>',
         ),
-        (
-            "Called by",
-            '<code title="shop/cart.py, line 17">Cart.total</code>, '
-            '<code title="shop/pricing.py, line 5">discount</code>',
-        ),
+        ("Calls", '<code title="shop/cart.py, line 17">Cart.total</code>'),
     ]
 
 

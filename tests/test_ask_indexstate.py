@@ -142,3 +142,11 @@ def test_writes_are_atomic_and_leave_no_temp_files(root):
         indexstate.write_state(root, "shop", "indexing", done=done, total=29)
     folder = indexstate.state_path(root, "shop").parent
     assert sorted(p.name for p in folder.iterdir() if "state" in p.name) == ["shop.state.json"]
+
+
+def test_the_job_lock_is_not_another_workspaces_lock(root):
+    from app.ask.store import workspace_lock
+
+    (root / "shop.job").mkdir()
+    with workspace_lock(root, "shop.job"):  # importing or indexing the workspace "shop.job"
+        assert not indexstate.job_running(root, "shop")

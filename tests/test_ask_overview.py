@@ -8,10 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.api.openapi import build_document
-from app.ask import ask
+from app.ask import LLMSettings, ask
 from app.ask.engine import NO_MATCH_ANSWER
 from app.ask.overview.question import is_broad
 from tests.conftest import ADMIN_KEY
+from tests.fake_llm import ANSWER, FakeLLM
 
 BROAD = "How does this code work?"
 
@@ -170,7 +171,7 @@ def test_workspace_without_readme(root: Path) -> None:
         "The Python package `tool` (tool/__init__.py): Small tools for text. "
         "Its modules: `words` (defines `count`).\n\n"
         "It declares no command-line entry point, so it is used as a library: start reading at tool/__init__.py.\n\n"
-        "Top-level folders: tool/ (2 files); 0 files at the top."
+        "Top-level folders: tool/ (2 files)."
     )
     assert brief(result["sources"]) == [("tool/__init__.py", 1, 1, None, 1.0), ("tool/words.py", 1, 2, None, 0.5)]
 
@@ -179,11 +180,25 @@ def test_workspace_of_plain_files(root: Path) -> None:
     write(root / "notes", {"todo.txt": "buy milk\n", "ideas/later.txt": "a garden\n"})
     result = ask(root, "notes", "What is this repo?")
     assert result["answer"] == (
-        "`notes` has no README, manifest or package documentation in this workspace.\n\n"
+        "`notes` has no README in this workspace.\n\n"
         "Its files, shallowest first: todo.txt, ideas/later.txt.\n\n"
         "Top-level folders: ideas/ (1 file); 1 file at the top."
     )
     assert brief(result["sources"]) == [("todo.txt", 1, 1, None, 1.0), ("ideas/later.txt", 1, 1, None, 0.5)]
+
+
+def test_a_language_without_a_reader_shows_its_biggest_source_files(root: Path) -> None:
+    main = "fn main() {\n" + "    step();\n" * 18 + "}\n"
+    parser = "pub fn parse() {\n" + "    token();\n" * 38 + "}\n"
+    files = {"Cargo.toml": '[package]\nname = "crab"\n', "src/main.rs": main, "src/parser.rs": parser}
+    write(root / "crab", {**files, "notes/todo.md": "- write docs\n"})
+    result = ask(root, "crab", "How does this code work?")
+    assert result["answer"] == (
+        "`crab` has no README in this workspace.\n\n"
+        "Its biggest source files: src/parser.rs (40 lines), src/main.rs (20 lines).\n\n"
+        "Top-level folders: src/ (2 files), notes/ (1 file); 1 file at the top."
+    )
+    assert brief(result["sources"]) == [("src/parser.rs", 1, 40, None, 1.0), ("src/main.rs", 1, 20, None, 0.5)]
 
 
 def test_nonsense_still_says_nothing_matched(root: Path) -> None:
@@ -243,6 +258,7 @@ def test_each_source_spans_at_most_150_lines(root: Path) -> None:
         "Explain the architecture of this codebase",
         "What's the entry point?",
         "How is the project organized?",
+        "Which file should I read first?",
     ],
 )
 def test_broad_questions(question: str) -> None:
@@ -332,3 +348,45 @@ def test_a_real_server_answers_the_documented_example_with_an_overview(live_serv
         "shop/__main__.py",
         "shop/app.py",
     ]
+
+
+def test_a_language_model_phrases_the_overview_from_its_sources(root: Path) -> None:
+    with FakeLLM(model="m1", api_key=None) as llm:
+        result = ask(root, "shop", BROAD, llm=LLMSettings(base_url=llm.base_url, model="m1", timeout=5))
+    assert (result["engine"], result["answer"]) == ("llm", ANSWER)
+    [body] = llm.requests
+    prompt = body["messages"][1]["content"]
+    assert "README.md lines 1-5" in prompt and "shop/cli.py lines 6-8" in prompt
+    assert [source["path"] for source in result["sources"]][:3] == ["README.md", "shop/__init__.py", "shop/cli.py"]
+
+
+def test_the_biggest_modules_of_the_main_package_come_next(root: Path) -> None:
+    modules = {
+        f"kit/{name}.py": f'"""The {name} module."""\n' + "x = 1\n" * size
+        for name, size in [("a", 3), ("b", 9), ("c", 6)]
+    }
+    write(root / "kit", {"kit/__init__.py": '"""A kit."""\n', **modules})
+    sources = ask(root, "kit", "Where do I start?")["sources"]
+    assert [(s["path"], s["end_line"]) for s in sources] == [
+        ("kit/__init__.py", 1),
+        ("kit/b.py", 10),
+        ("kit/c.py", 7),
+        ("kit/a.py", 4),
+    ]
+
+
+def test_a_workspace_holding_one_project_folder_is_read_from_that_folder(root: Path) -> None:
+    write(root / "wrapped", {f"shop-1.0/{name}": text for name, text in PYTHON.items()})
+    result = ask(root, "wrapped", BROAD)
+    first, second, *_ = result["answer"].split("\n\n")
+    assert first == "(Everything is in shop-1.0/; paths below are inside it.)"
+    assert second.startswith("What `shop` is, in its README.md: Shop keeps a small store's stock")
+    assert brief(result["sources"]) == [
+        ("shop-1.0/README.md", 1, 5, None, 1.0),
+        ("shop-1.0/shop/__init__.py", 1, 5, None, 0.5),
+        ("shop-1.0/shop/cli.py", 6, 8, "main", 0.3333),
+        ("shop-1.0/shop/__main__.py", 1, 3, None, 0.25),
+        ("shop-1.0/shop/app.py", 4, 6, "create_app", 0.2),
+    ]
+    lines = (root / "wrapped/shop-1.0/shop/cli.py").read_text().splitlines()
+    assert result["sources"][2]["snippet"] == "\n".join(lines[5:8])

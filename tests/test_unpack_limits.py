@@ -34,9 +34,10 @@ def _import_in_child(root: Path, source: Path) -> dict:
         "    import_workspace(sys.argv[1], 'attack', sys.argv[2]); refusal = None\n"
         "except ImportRefused as exc:\n"
         "    refusal = str(exc)\n"
-        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent (pytest) across fork and exec.
-        "peak = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
-        "print(json.dumps({'refusal': refusal, 'peak_kib': peak}))\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec, so a child of a large pytest would report
+        # pytest's own peak; VmHWM belongs to the new process image alone.
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+        "print(json.dumps({'refusal': refusal, 'peak_kib': int(hwm)}))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(root), str(source)],

@@ -2,11 +2,12 @@
 
 Nodes are the symbols of chunks (``func``, ``Class``, ``Class.method``) with their path and first line.
 Call sites are found in each symbol's own text by shape, outside strings and comments: ``name(``,
-``receiver.name(``, ``self.name(`` / ``this.name(`` / a Go receiver. A site becomes an edge only when
-its name and receiver point at one defined symbol (same class, a module or class of that name, a
-receiver named like the class, then the nearest single definition); an ambiguous call stays unresolved
-rather than guessed. Sites are kept unresolved too, so a changed file re-resolves only the calls whose
-name it defines or defined. The ``graph_*`` tables (schema in ``store.py``) are written only here.
+``receiver.name(``, ``self.name(`` / ``this.name(`` / a Go receiver. Both are stored per file at index
+time (``graph_*`` tables, schema in ``store.py``, written only here). A site becomes an edge when it is
+read: only when its name and receiver point at one defined symbol (same class, a module or class of
+that name, a receiver named like the class, then the nearest single definition); an ambiguous call
+stays unresolved rather than guessed. Resolving on reading keeps every edge true to the files indexed
+now: a changed or removed file needs nothing re-resolved elsewhere, and indexing stays cheap.
 """
 
 import dataclasses
@@ -16,10 +17,11 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from app.ask import store
 from app.ask.chunking import Chunk
+from app.ask.parsing import language_of
 
 MAX_NEIGHBOURS = 5  # callers and callees listed per source
 
@@ -41,7 +43,8 @@ _SLASH_NOISE_RE = re.compile(
     r"//[^\n]*+|/\*[\s\S]*?\*/|`[^`\\]*+(?:\\.[^`\\]*+)*+`"
     r"|\"[^\"\\\n]*+(?:\\.[^\"\\\n]*+)*+\"|'[^'\\\n]*+(?:\\.[^'\\\n]*+)*+'"
 )
-_GO_RECEIVER_RE = re.compile(r"\A\s*func\s*\(\s*([A-Za-z_]\w*)\s")
+# A Go method's receiver, ``func (r *Router) Handle(``: the first line that starts with ``func``.
+_GO_RECEIVER_RE = re.compile(r"^[ \t]*func[ \t]*\([ \t]*([A-Za-z_]\w*)[ \t]+\*?[ \t]*[A-Za-z_]", re.M)
 # ``name(``, ``receiver.name(``, ``x?.name(`` or ``word name(``, written backwards.
 _REVERSED_CALL_RE = re.compile(r"\([ \t]*+([\w$]++)(?:[ \t]*+\.\??[ \t]*+([\w$]*+)|[ \t]++([\w$]++))?")
 _OWN_NAMES = frozenset({"self", "cls", "this"})
@@ -62,7 +65,6 @@ class Node:
 
     symbol: str
     line: int
-    end_line: int
     calls: dict[tuple[str, str], int] = field(default_factory=dict)  # (receiver, name) -> order
     owner: str = field(init=False)  # "Class" of "Class.method"; "" at the top level
     name: str = field(init=False)
@@ -71,8 +73,7 @@ class Node:
         self.owner, _, self.name = self.symbol.rpartition(".")
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A defined symbol as resolution sees it."""
 
     id: int
@@ -82,23 +83,35 @@ class Candidate:
 
 
 def file_nodes(path: str, chunks: Iterable[Chunk]) -> list[Node]:
-    """The graph nodes of one file and their call sites, from its chunks; no database involved."""
+    """The graph nodes of one file and their call sites, from its chunks; no database involved.
+
+    Only languages whose definitions are parsed have nodes: elsewhere a chunk is a window of lines
+    named after its first declaration, and edges from it would be guesses.
+    """
+    if language_of(path) is None:
+        return []
     chunks = list(chunks)
+    pieces = [(chunk.symbol, chunk.start_line, chunk.text) for chunk in chunks if chunk.symbol]
+    module_code = "\n".join(chunk.text for chunk in chunks if chunk.symbol is None)
+    return _nodes(path, pieces, module_code)
+
+
+def _nodes(path: str, pieces: list[tuple[str, int, str]], module_code: str) -> list[Node]:
+    """Nodes from ``(symbol, first line, own text)`` pieces; ``module_code`` is the code outside them."""
     python = path.endswith(_PYTHON_SUFFIXES)
     noise = _HASH_NOISE_RE if python or path.endswith(_HASH_COMMENT_SUFFIXES) else _SLASH_NOISE_RE
-    imported, modules = _python_imports(chunks) if python else ({}, {})
+    imported, modules = _python_imports(module_code) if python else ({}, {})
+    go = path.endswith(".go")
     nodes: dict[str, Node] = {}
-    for chunk in chunks:
-        if not chunk.symbol:
-            continue
-        node = nodes.get(chunk.symbol)
+    for symbol, line, text in pieces:
+        node = nodes.get(symbol)
         if node is None:
-            node = nodes[chunk.symbol] = Node(chunk.symbol, chunk.start_line, chunk.end_line)
-        node.line, node.end_line = min(node.line, chunk.start_line), max(node.end_line, chunk.end_line)
+            node = nodes[symbol] = Node(symbol, line)
+        node.line = min(node.line, line)
         own = _OWN_NAMES
-        if chunk.text.lstrip().startswith("func") and (receiver := _GO_RECEIVER_RE.match(chunk.text)):
+        if go and node.owner and (receiver := _GO_RECEIVER_RE.search(text)):
             own = _OWN_NAMES | {receiver.group(1)}
-        for receiver, name in call_sites(noise.sub('""', chunk.text), own):
+        for receiver, name in call_sites(noise.sub('""', text), own):
             if receiver == BARE and name in imported:
                 receiver, name = imported[name]
             elif receiver in modules:
@@ -109,24 +122,23 @@ def file_nodes(path: str, chunks: Iterable[Chunk]) -> list[Node]:
     return list(nodes.values())
 
 
-def _python_imports(chunks: list[Chunk]) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+def _python_imports(module_code: str) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
     """What a module's top-level imports say about names: ``from m import f as g`` makes ``g()`` a call
     of ``f`` from module ``m``, and ``import pkg.mod as x`` makes ``x.f()`` a call on ``mod``."""
     names: dict[str, tuple[str, str]] = {}
     modules: dict[str, str] = {}
-    for chunk in chunks:
-        if chunk.symbol is not None or "import" not in chunk.text:
-            continue
-        for statement in _PYTHON_IMPORT_RE.finditer(chunk.text):
-            source, imported = statement.groups()
-            for item in imported.strip("() \t").split(","):
-                original, _, alias = (part.strip() for part in item.partition(" as "))
-                if not original.replace(".", "").replace("_", "").isalnum():
-                    continue
-                if source is None:
-                    modules[alias or original] = original.rpartition(".")[2]
-                elif source.strip("."):
-                    names[alias or original] = (MODULE + source.rpartition(".")[2], original)
+    if "import" not in module_code:
+        return names, modules
+    for statement in _PYTHON_IMPORT_RE.finditer(module_code):
+        source, imported = statement.groups()
+        for item in imported.strip("() \t").split(","):
+            original, _, alias = (part.strip() for part in item.partition(" as "))
+            if not original.replace(".", "").replace("_", "").isalnum():
+                continue
+            if source is None:
+                modules[alias or original] = original.rpartition(".")[2]
+            elif source.strip("."):
+                names[alias or original] = (MODULE + source.rpartition(".")[2], original)
     return names, modules
 
 
@@ -160,52 +172,123 @@ def call_sites(code: str, own: frozenset[str] = _OWN_NAMES) -> list[tuple[str, s
 
 
 # -- resolution ---------------------------------------------------------------------------------------------
-def resolve(caller_path: str, caller_owner: str, receiver: str, candidates: Sequence[Candidate]) -> int | None:
+class _Group:
+    """Candidates indexed by file and folder, for picking the nearest single one."""
+
+    def __init__(self, items: list[Candidate]) -> None:
+        self.items = items
+        self._by_path: dict[str, list[Candidate]] | None = None
+        self._by_folder: dict[str, list[Candidate]] = {}
+
+    @property
+    def by_path(self) -> dict[str, list[Candidate]]:
+        if self._by_path is None:
+            self._by_path = {}
+            for item in self.items:
+                self._by_path.setdefault(item.path, []).append(item)
+                self._by_folder.setdefault(_folder(item.path), []).append(item)
+        return self._by_path
+
+    def nearest(self, caller_path: str) -> int | None:
+        """Same file, then same folder, then the whole workspace: the first that has any must have one."""
+        if len(self.items) <= 1:  # most names are defined once: no need to look closer
+            return self.items[0].id if self.items else None
+        tier = self.by_path.get(caller_path) or self._by_folder.get(_folder(caller_path)) or self.items
+        return tier[0].id if len(tier) == 1 else None
+
+
+_NOWHERE = _Group([])
+
+
+class Namesakes:
+    """The definitions sharing one name, grouped (each grouping built once, when first asked for)."""
+
+    def __init__(self, candidates: Iterable[Candidate]) -> None:
+        candidates = list(candidates)
+        self.top = _Group([c for c in candidates if not c.owner])
+        self.methods = _Group([c for c in candidates if c.owner])
+        self._index: dict[str, dict[str, list[Candidate]]] = {}
+        self._groups: dict[tuple[str, str], _Group] = {}
+
+    def _lookup(self, kind: str, key: str) -> _Group:
+        group = self._groups.get((kind, key))
+        if group is None:
+            index = self._index.get(kind)
+            if index is None:
+                index = self._index[kind] = self._build(kind)
+            group = self._groups[kind, key] = _Group(index.get(key, []))
+        return group
+
+    def _build(self, kind: str) -> dict[str, list[Candidate]]:
+        index: dict[str, list[Candidate]] = {}
+        pool = self.top.items if kind == "module" else self.methods.items
+        for c in pool:
+            if kind == "owner":
+                keys: Iterable[str] = (c.owner,)
+            elif kind == "class":
+                keys = (c.owner.rpartition(".")[2],)
+            elif kind == "module":
+                keys = set(_module_names(c.path))
+            else:
+                keys = _words(c.owner.rpartition(".")[2])
+            for key in keys:
+                index.setdefault(key, []).append(c)
+        return index
+
+    def of_owner(self, owner: str) -> _Group:
+        return self._lookup("owner", owner)
+
+    def of_class(self, name: str) -> _Group:
+        return self._lookup("class", name)
+
+    def in_module(self, module: str) -> _Group:
+        return self._lookup("module", module)
+
+    def named_like(self, receiver: str) -> _Group:
+        """Methods of classes that share a word with the receiver's name."""
+        group = self._groups.get(("like", receiver))
+        if group is None:
+            ids: dict[int, Candidate] = {}
+            for word in sorted(_words(receiver)):
+                ids.update((c.id, c) for c in self._lookup("word", word).items)
+            group = self._groups["like", receiver] = _Group(sorted(ids.values(), key=lambda c: c.id))
+        return group
+
+
+def resolve(
+    caller_path: str, caller_owner: str, receiver: str, candidates: "Namesakes | Sequence[Candidate]"
+) -> int | None:
     """The id of the one symbol a call means, or None when no definition or several fit equally well.
 
     ``candidates`` are the defined symbols with the called name. Where several fit, the nearest
     single one wins: same file, then same folder, then the only one in the workspace.
     """
-    if not candidates:
-        return None
-    top_level = [c for c in candidates if not c.owner]
-    if receiver.startswith(MODULE):
-        module = receiver[len(MODULE) :]
-        in_module = [c for c in top_level if module in _module_names(c.path)]
-        return _nearest(in_module or top_level, caller_path)
-    if receiver == BARE:
-        return _nearest(top_level, caller_path)
-    methods = [c for c in candidates if c.owner]
-    if receiver == OWN:
-        same_class = [c for c in methods if caller_owner and c.owner == caller_owner]
-        return _nearest(same_class or methods, caller_path)
-    if receiver != UNNAMED:
-        # Class.method(), module.function(), then an object named after its class (store.lookup()
-        # on a KeyStore): each more of a guess than the one before, so the first that fits decides.
-        of_class = [c for c in methods if c.owner.rpartition(".")[2] == receiver]
-        if of_class:
-            return _nearest(of_class, caller_path)
-        in_module = [c for c in top_level if receiver in _module_names(c.path)]
-        if in_module:
-            return _nearest(in_module, caller_path)
-        words = _words(receiver)
-        named_like = [c for c in methods if words & _words(c.owner.rpartition(".")[2])]
-        if named_like:
-            return _nearest(named_like, caller_path)
+    namesakes = candidates if isinstance(candidates, Namesakes) else Namesakes(candidates)
+    group = fitting(namesakes, caller_owner, receiver)
+    if group is not None:
+        return group.nearest(caller_path)
     # Nothing says which class: only a method defined right beside the caller is a safe bet.
-    beside = [c for c in methods if c.path == caller_path]
+    beside = namesakes.methods.by_path.get(caller_path, ())
     return beside[0].id if len(beside) == 1 else None
 
 
-def _nearest(candidates: list[Candidate], caller_path: str) -> int | None:
-    folder = _folder(caller_path)
-    for tier in (
-        [c for c in candidates if c.path == caller_path],
-        [c for c in candidates if _folder(c.path) == folder],
-        candidates,
-    ):
-        if tier:
-            return tier[0].id if len(tier) == 1 else None
+def fitting(namesakes: Namesakes, caller_owner: str, receiver: str) -> _Group | None:
+    """The definitions a call could mean, whatever file it is in; None when nothing narrows them."""
+    if receiver.startswith(MODULE):
+        in_module = namesakes.in_module(receiver[len(MODULE) :])
+        return in_module if in_module.items else namesakes.top
+    if receiver == BARE:
+        return namesakes.top
+    if receiver == OWN:
+        same_class = namesakes.of_owner(caller_owner) if caller_owner else _NOWHERE
+        return same_class if same_class.items else namesakes.methods
+    if receiver != UNNAMED:
+        # Class.method(), module.function(), then an object named after its class (store.lookup()
+        # on a KeyStore): each more of a guess than the one before, so the first that fits decides.
+        for group in (namesakes.of_class, namesakes.in_module, namesakes.named_like):
+            found = group(receiver)
+            if found.items:
+                return found
     return None
 
 
@@ -233,70 +316,23 @@ def _words(identifier: str) -> frozenset[str]:
 
 # -- the tables ---------------------------------------------------------------------------------------------
 def replace_files(conn: sqlite3.Connection, forget: Iterable[str], files: dict[str, list[Node]]) -> None:
-    """Forget the nodes of ``forget`` paths, add ``files``' nodes, and re-resolve what that affects.
+    """Forget the nodes and call sites of ``forget`` paths and add those of ``files``.
 
-    Runs inside the index update's transaction.
+    Runs inside the index update's transaction. Calls are resolved when read, against the nodes of
+    that moment, so a changed file needs nothing re-resolved elsewhere.
     """
-    dirty: set[str] = set()
     for path in forget:
-        rows = conn.execute("SELECT id, name FROM graph_nodes WHERE path = ?", (path,)).fetchall()
-        if not rows:
-            continue
-        dirty.update(name for _, name in rows)
         conn.execute("DELETE FROM graph_calls WHERE caller IN (SELECT id FROM graph_nodes WHERE path = ?)", (path,))
         conn.execute("DELETE FROM graph_nodes WHERE path = ?", (path,))
-
-    had_calls = conn.execute("SELECT 1 FROM graph_calls LIMIT 1").fetchone() is not None
     next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM graph_nodes").fetchone()[0]
     added = [(node_id, path, node) for node_id, (path, node) in enumerate(_each(files), next_id)]
     conn.executemany(
-        "INSERT INTO graph_nodes (id, path, symbol, name, owner, line, end_line) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (node_id, path, node.symbol, node.name, node.owner, node.line, node.end_line)
-            for node_id, path, node in added
-        ],
+        "INSERT INTO graph_nodes (id, path, symbol, name, owner, line) VALUES (?, ?, ?, ?, ?, ?)",
+        [(node_id, path, node.symbol, node.name, node.owner, node.line) for node_id, path, node in added],
     )
-    dirty.update(node.name for _, _, node in added)
-    if not dirty:
-        return
-
-    called = dirty | {name for _, _, node in added for _, name in node.calls}
-    table = _candidates(conn, called)
-    # Calls elsewhere whose name was defined or removed here may now mean another symbol, or none.
-    stale = (
-        _rows_by_name(
-            conn,
-            "SELECT c.callee, c.caller, c.receiver, c.name, n.path, n.owner FROM graph_calls c "
-            "JOIN graph_nodes n ON n.id = c.caller WHERE c.name IN ({})",
-            dirty,
-        )
-        if had_calls
-        else []
-    )
-    memo: dict[tuple[str, str, str, str], int | None] = {}
-
-    def resolved_id(path: str, owner: str, receiver: str, name: str) -> int | None:
-        if name not in table:  # most calls are of the language's or a library's functions
-            return None
-        # Only an own-object call depends on the caller's class; many sites share everything else.
-        key = (path, owner if receiver == OWN else "", receiver, name)
-        if key not in memo:
-            memo[key] = resolve(path, owner, receiver, table.get(name, ()))
-        return memo[key]
-
-    updates = []
-    for callee, caller, receiver, name, path, owner in stale:
-        resolved = resolved_id(path, owner, receiver, name)
-        if resolved != callee:
-            updates.append((resolved, caller, receiver, name))
-    conn.executemany("UPDATE graph_calls SET callee = ? WHERE caller = ? AND receiver = ? AND name = ?", updates)
     conn.executemany(
-        "INSERT INTO graph_calls (caller, receiver, name, seq, callee) VALUES (?, ?, ?, ?, ?)",
-        [
-            (node_id, receiver, name, seq, resolved_id(path, node.owner, receiver, name))
-            for node_id, path, node in added
-            for (receiver, name), seq in node.calls.items()
-        ],
+        "INSERT INTO graph_calls (caller, receiver, name, seq) VALUES (?, ?, ?, ?)",
+        [(node_id, receiver, name, seq) for node_id, _, node in added for (receiver, name), seq in node.calls.items()],
     )
 
 
@@ -306,15 +342,27 @@ def _each(files: dict[str, list[Node]]) -> Iterable[tuple[str, Node]]:
             yield path, node
 
 
-def _candidates(conn: sqlite3.Connection, names: set[str]) -> dict[str, list[Candidate]]:
-    table: dict[str, list[Candidate]] = {}
-    if len(names) > _BATCH * 4:  # a first index: one pass over every node beats many IN lists
-        rows = [row for row in conn.execute("SELECT id, path, name, owner FROM graph_nodes") if row[2] in names]
-    else:
-        rows = _rows_by_name(conn, "SELECT id, path, name, owner FROM graph_nodes WHERE name IN ({})", names)
-    for row in rows:
-        table.setdefault(row[2], []).append(Candidate(*row))
-    return table
+class _Resolver:
+    """Resolves call sites against the definitions of the names asked about, loaded once."""
+
+    def __init__(self, conn: sqlite3.Connection, names: Iterable[str]) -> None:
+        self.nodes: dict[int, tuple[str, str, int]] = {}  # id -> (symbol, path, line)
+        defined: dict[str, list[Candidate]] = {}
+        sql = "SELECT id, path, name, owner, symbol, line FROM graph_nodes WHERE name IN ({})"
+        for node_id, path, name, owner, symbol, line in _rows_by_name(conn, sql, set(names)):
+            defined.setdefault(name, []).append(Candidate(node_id, path, name, owner))
+            self.nodes[node_id] = (symbol, path, line)
+        self._namesakes = {name: Namesakes(candidates) for name, candidates in defined.items()}
+        self._memo: dict[tuple[str, str, str, str], int | None] = {}
+
+    def __call__(self, path: str, owner: str, receiver: str, name: str) -> int | None:
+        namesakes = self._namesakes.get(name)
+        if namesakes is None:
+            return None
+        key = (path, owner if receiver == OWN else "", receiver, name)
+        if key not in self._memo:
+            self._memo[key] = resolve(path, owner, receiver, namesakes)
+        return self._memo[key]
 
 
 _BATCH = 500  # names per IN (...) list: well under SQLite's limit on host parameters
@@ -343,7 +391,8 @@ def connect(root: Path, workspace_id: str, sources: list[S], limit: int = MAX_NE
     try:
         out = []
         for source in sources:
-            callers, callees = neighbours(conn, source.path, source.symbol, limit)
+            lines = (source.start_line, source.end_line)
+            callers, callees = neighbours(conn, source.path, source.symbol, lines, limit)
             out.append(dataclasses.replace(source, callers=tuple(callers), callees=tuple(callees)))
         return out
     except sqlite3.OperationalError:  # an index being rebuilt under us: answer without the graph
@@ -353,31 +402,60 @@ def connect(root: Path, workspace_id: str, sources: list[S], limit: int = MAX_NE
 
 
 def neighbours(
-    conn: sqlite3.Connection, path: str, symbol: str | None, limit: int = MAX_NEIGHBOURS
+    conn: sqlite3.Connection,
+    path: str,
+    symbol: str | None,
+    lines: tuple[int, int] | None = None,
+    limit: int = MAX_NEIGHBOURS,
 ) -> tuple[list[dict], list[dict]]:
     """Who calls ``symbol`` in ``path`` and what it calls, each ``{"symbol", "path", "line"}``.
 
-    Callers come code first, tests after, then by path and line; callees in the order the symbol
-    first calls them. Both are capped at ``limit``.
+    When a source shows a whole class (``lines``, its first and last line, hold its methods), the
+    class stands for its members: callers of any of them, and what any of them calls, outside it.
+    Callers come code first, tests after, then by path and line; callees in the order they are first
+    called. Both are capped at ``limit``.
     """
     if not symbol:
         return [], []
-    row = conn.execute("SELECT id FROM graph_nodes WHERE path = ? AND symbol = ?", (path, symbol)).fetchone()
-    if row is None:
+    first, last = lines or (0, 0)
+    members = {
+        node_id: (name, owner, line)
+        for node_id, full, name, owner, line in conn.execute(
+            "SELECT id, symbol, name, owner, line FROM graph_nodes "
+            "WHERE path = ? AND (symbol = ? OR substr(symbol, 1, ?) = ?)",
+            (path, symbol, len(symbol) + 1, symbol + "."),
+        )
+        if full == symbol or first <= line <= last
+    }
+    if not members:
         return [], []
-    node_id = row[0]
-    callers = conn.execute(
-        "SELECT DISTINCT n.symbol, n.path, n.line FROM graph_calls c JOIN graph_nodes n ON n.id = c.caller "
-        "WHERE c.callee = ? AND c.caller != ?",
-        (node_id, node_id),
+    inside = ",".join("?" * len(members))
+    sites = conn.execute(
+        f"SELECT caller, receiver, name FROM graph_calls WHERE caller IN ({inside}) ORDER BY seq",  # noqa: S608
+        list(members),
     ).fetchall()
-    callers.sort(key=lambda r: (_is_test_path(r[1]), r[1], r[2], r[0]))
-    callees = conn.execute(
-        "SELECT n.symbol, n.path, n.line FROM graph_calls c JOIN graph_nodes n ON n.id = c.callee "
-        "WHERE c.caller = ? AND c.callee != ? ORDER BY c.seq",
-        (node_id, node_id),
-    ).fetchall()
-    return _as_dicts(callers, limit), _as_dicts(list(dict.fromkeys(callees)), limit)
+    sites.sort(key=lambda site: members[site[0]][2])  # by member, each in call order (a stable sort)
+    names = {name for name, _, _ in members.values()}
+    incoming = _rows_by_name(
+        conn,
+        "SELECT c.caller, c.receiver, c.name, n.path, n.owner, n.symbol, n.line FROM graph_calls c "
+        "JOIN graph_nodes n ON n.id = c.caller WHERE c.name IN ({})",
+        names,
+    )
+    resolver = _Resolver(conn, names | {name for _, _, name in sites})
+
+    callees: dict[int, None] = {}
+    for caller, receiver, name in sites:
+        _, owner, _ = members[caller]
+        callee = resolver(path, owner, receiver, name)
+        if callee is not None and callee not in members:
+            callees.setdefault(callee)
+    callers = set()
+    for caller, receiver, name, caller_path, owner, caller_symbol, line in incoming:
+        if caller not in members and resolver(caller_path, owner, receiver, name) in members:
+            callers.add((caller_symbol, caller_path, line))
+    ordered = sorted(callers, key=lambda r: (_is_test_path(r[1]), r[1], r[2], r[0]))
+    return _as_dicts(ordered, limit), _as_dicts([resolver.nodes[callee] for callee in callees], limit)
 
 
 def _as_dicts(rows: list[tuple], limit: int) -> list[dict]:

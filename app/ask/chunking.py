@@ -12,6 +12,7 @@ _MIN_BEFORE_BREAK = 30
 # A class this short is one chunk (its methods read best with the class around them). Off: it lifted dev
 # hit@3 by 0.06, but answers and the call graph then name the class where users want the method.
 WHOLE_CLASS_LINES = 0
+MEMBER_NAMES = True
 
 # A line that looks like it starts a declaration in most languages; a good place to start a window.
 _DECL_RE = re.compile(
@@ -104,7 +105,7 @@ def _structured_chunks(path: str, lines: list[str], parsed: Parsed) -> list[Chun
                 chunks.extend(_make(path, lines, start, end, name, doc, description=definition.doc))
                 continue
             members = visit(definition.children)
-            extra = " ".join(child.name.rsplit(".", 1)[-1] for child in definition.children)
+            extra = " ".join(child.name.rsplit(".", 1)[-1] for child in definition.children) if MEMBER_NAMES else ""
             # The header (signature, docstring, leading attributes) is the definition's own chunk; code
             # between or after members gets chunks of its own, still labelled with the definition.
             for number, (lo, hi) in enumerate(_gaps(start, end, members)):

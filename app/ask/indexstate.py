@@ -33,7 +33,8 @@ def state_path(root: Path, workspace_id: str) -> Path:
 
 
 def _job_lock_path(root: Path, workspace_id: str) -> Path:
-    return store.index_dir(root) / f"{workspace_id}.job.lock"
+    # Not "<id>.job.lock": that is the workspace lock of a workspace named "<id>.job".
+    return store.index_dir(root) / f"{workspace_id}.job-lock"
 
 
 @contextlib.contextmanager
@@ -69,7 +70,7 @@ def write_state(
 ) -> None:
     """Replace the state file atomically (readers see the old or the new one, never half of either)."""
     record = {"state": state, "done": done, "total": total, "reason": reason, "updated_at": _now()}
-    record.update(pid=os.getpid(), host=socket.gethostname())
+    record.update(pid=os.getpid(), host=socket.gethostname(), schema=store.SCHEMA_VERSION)
     folder = store.index_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
     # No fsync: the state is advice that the next job rewrites, and it changes several times a second.
@@ -137,14 +138,17 @@ def read_state(root: Path, workspace_id: str) -> dict:
     if record is None or record["state"] == READY:
         # A ready state is only as good as the index beside it (an import or a schema change drops it); no
         # believable state at all means an index built before states existed, or none yet.
-        has_index = _has_current_index(root, workspace_id)
+        has_index = _has_current_index(root, workspace_id, record)
         if record is None or not has_index:
             state = READY if has_index else NOT_INDEXED
             return {"state": state, "done": 0, "total": 0, "reason": None, "updated_at": None}
     return {name: record.get(name) for name in ("state", "done", "total", "reason", "updated_at")}
 
 
-def _has_current_index(root: Path, workspace_id: str) -> bool:
+def _has_current_index(root: Path, workspace_id: str, record: dict | None) -> bool:
+    if record is not None and record.get("schema") == store.SCHEMA_VERSION:
+        # Cheap, and on every question: opening and closing an SQLite database in WAL mode costs milliseconds.
+        return store.index_db_path(root, workspace_id).is_file()
     conn = store.open_for_reading(root, workspace_id)
     if conn is None:
         return False

@@ -1,4 +1,5 @@
-"""Rank a workspace's chunks for a question: FTS5 bm25, then boosts for the defining name and docs."""
+"""Rank a workspace's chunks for a question: FTS5 bm25, boosts for the defining name and docs, then
+generic factors: chunk length, what kind of file it is (tests, docs, examples), and its class's context."""
 
 import math
 import sqlite3
@@ -19,7 +20,17 @@ _OWNER_BOOST = 0.5  # the enclosing class
 _PATH_BOOST = 0.3  # folder and file names
 _DOC_BOOST = 1.0  # the docstring: where code says in words what it does
 _SYNONYM_WEIGHT = 0.8  # the user's own word is better evidence than our guess at what they meant
-_TEST_PENALTY = 0.7  # tests mention everything; users ask about the code under test
+_TEST_PENALTY = 0.4  # tests mention everything; users ask about the code under test
+_PROSE_PENALTY = 0.3  # documentation and data files explain or configure, the code defines
+_EXAMPLE_PENALTY = 0.8  # examples, docs' code and benchmarks use the library rather than define it
+_CLASS_WEIGHT = 1.0  # up to doubles a chunk whose class leads the ranking (see _class_context)
+_CONTEXT_LEADERS = 5
+# bm25 weights of symbol, path, doc and body terms; the boosts above already favour names and docs.
+_FIELD_WEIGHTS = (2.0, 1.0, 1.0, 1.0)
+# Chunks shorter than this many lines are scaled down by (lines / _SHORT_LINES) ** _SHORT_POWER:
+# bm25's length normalisation favours a three-line chunk that shares one word with the question.
+_SHORT_LINES = 25
+_SHORT_POWER = 0.8
 
 
 @dataclass(frozen=True)
@@ -68,26 +79,69 @@ def search(root: Path, workspace_id: str, query: str, top_k: int = 5) -> list[So
 
 
 def _search(conn: sqlite3.Connection, concepts: list[tuple[str, ...]], top_k: int) -> list[Source]:
+    return _distinct(_rank(conn, concepts), top_k)
+
+
+def _rank(conn: sqlite3.Connection, concepts: list[tuple[str, ...]]) -> list[Source]:
     terms = list(dict.fromkeys(term for concept in concepts for term in concept))
     # Each term is \\w characters only and double-quoted, so FTS5 sees plain strings, never operators.
     match = " OR ".join(f'"{term}"' for term in terms)
     hits = conn.execute(
-        "SELECT rowid, rank, doc FROM chunk_terms WHERE chunk_terms MATCH ? ORDER BY rank LIMIT ?",
-        (match, _CANDIDATES),
+        "SELECT rowid, bm25(chunk_terms, ?, ?, ?, ?) AS r, doc FROM chunk_terms WHERE chunk_terms MATCH ?"
+        " ORDER BY r LIMIT ?",
+        (*_FIELD_WEIGHTS, match, _CANDIDATES),
     ).fetchall()
     if not hits:
         return []
     idf = _idf(conn, terms)
     rows = _chunks(conn, [rowid for rowid, _, _ in hits])
-    ranked = []
+    scored = []
     for rowid, rank, doc_terms in hits:
-        path, start, end, symbol, doc, text = rows[rowid]
+        path, start, end, symbol, _, _ = rows[rowid]
         score = -rank + _boost(concepts, idf, path, symbol, set(doc_terms.split()))
-        if _is_test_path(path):
-            score *= _TEST_PENALTY
+        scored.append((score * _length_factor(end - start + 1) * _path_factor(path), rowid))
+    context = _class_context(scored, rows)
+    ranked = []
+    for score, rowid in scored:
+        path, start, end, symbol, doc, text = rows[rowid]
+        score *= 1.0 + _CLASS_WEIGHT * context.get((path, _owner(symbol)), 0.0)
         ranked.append(Source(path, start, end, symbol, text, round(score, 4), doc))
     ranked.sort(key=lambda s: (-s.score, s.path, s.start_line))
-    return _distinct(ranked, top_k)
+    return ranked
+
+
+def _owner(symbol: str | None) -> str:
+    """The outermost definition around a chunk: its class (Go receiver type, JS object), or itself."""
+    return symbol.split(".", 1)[0] if symbol else ""
+
+
+def _class_context(scored: list[tuple[float, int]], rows: dict[int, tuple]) -> dict[tuple[str, str], float]:
+    """How strongly each class among the best few chunks matches, 0..1: a method of the class the
+    question is about beats a lone function that shares a word, and short methods lose their context
+    less. Only the leaders count, so a huge class that matches a little everywhere gains nothing."""
+    totals: dict[tuple[str, str], float] = {}
+    for score, rowid in sorted(scored, reverse=True)[:_CONTEXT_LEADERS]:
+        path, symbol = rows[rowid][0], rows[rowid][3]
+        if symbol:
+            key = (path, _owner(symbol))
+            totals[key] = totals.get(key, 0.0) + score
+    best = max(totals.values(), default=0.0) or 1.0
+    return {key: total / best for key, total in totals.items()}
+
+
+def _length_factor(lines: int) -> float:
+    return min(1.0, lines / _SHORT_LINES) ** _SHORT_POWER
+
+
+def _path_factor(path: str) -> float:
+    factor = 1.0
+    if _is_test_path(path):
+        factor *= _TEST_PENALTY
+    if not _is_code_path(path):
+        factor *= _PROSE_PENALTY
+    if _is_example_path(path):
+        factor *= _EXAMPLE_PENALTY
+    return factor
 
 
 def _distinct(ranked: list[Source], top_k: int) -> list[Source]:
@@ -143,6 +197,19 @@ def _is_test_path(path: str) -> bool:
         or name.startswith("test_")
         or name.endswith(("_test.py", ".test.js", ".spec.js", ".test.ts", ".spec.ts", "_test.go"))
     )
+
+
+_PROSE_SUFFIXES = (".md", ".rst", ".txt", ".adoc", ".yaml", ".yml", ".json", ".toml", ".cfg", ".ini", ".lock", ".csv")
+_EXAMPLE_FOLDERS = {"example", "examples", "docs", "doc", "benchmark", "benchmarks", "bench", "demo", "samples"}
+
+
+def _is_code_path(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1].lower()
+    return "." in name and not name.endswith(_PROSE_SUFFIXES)
+
+
+def _is_example_path(path: str) -> bool:
+    return any(part.lower() in _EXAMPLE_FOLDERS for part in path.split("/")[:-1])
 
 
 def _idf(conn: sqlite3.Connection, terms: list[str]) -> dict[str, float]:

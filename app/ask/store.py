@@ -32,17 +32,16 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5 (
     symbol, path, doc, body, tokenize = 'unicode61 remove_diacritics 2'
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS chunk_vocab USING fts5vocab (chunk_terms, row);
--- The call graph, written and read only by callgraph.py: its nodes are the chunks' symbols, and each
--- call site found in a node's text (receiver "" bare, "." own object, "?" unnamed) points at the node
--- it resolved to, if any.
+-- The call graph, written and read only by callgraph.py: its nodes are the chunks' symbols, and the
+-- calls found in each node's text (receiver "" bare, "." own object, "?" unnamed, "@m" imported from
+-- module m), resolved to nodes by name when read.
 CREATE TABLE IF NOT EXISTS graph_nodes (
     id INTEGER PRIMARY KEY,
     path TEXT NOT NULL,
     symbol TEXT NOT NULL,
     name TEXT NOT NULL,
     owner TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    end_line INTEGER NOT NULL
+    line INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS graph_nodes_by_path ON graph_nodes (path, symbol);
 CREATE INDEX IF NOT EXISTS graph_nodes_by_name ON graph_nodes (name);
@@ -51,11 +50,9 @@ CREATE TABLE IF NOT EXISTS graph_calls (
     receiver TEXT NOT NULL,
     name TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    callee INTEGER,
     PRIMARY KEY (caller, receiver, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS graph_calls_by_name ON graph_calls (name);
-CREATE INDEX IF NOT EXISTS graph_calls_by_callee ON graph_calls (callee) WHERE callee IS NOT NULL;
 INSERT INTO chunk_terms (chunk_terms, rank)
     VALUES ('rank', 'bm25(6.0, 2.0, 2.0, 1.0)');
 """

@@ -86,6 +86,8 @@ document.addEventListener("DOMContentLoaded", () => {
         let message = `The server answered ${response.status}.`;
         try { message = (await response.json()).error || message; } catch (err) { /* not JSON */ }
         if (response.status === 400 && message.startsWith("CSRF")) message = "This page has expired. Reload it and ask again.";
+        const retry = response.headers.get("Retry-After");
+        if (response.status === 503 && retry) message += `. Ask again in ${retry} seconds (the dashboard shows its progress).`;
         status.textContent = message;
       }
     } catch (err) {

@@ -29,11 +29,14 @@ def sample_zip() -> bytes:
     return buffer.getvalue()
 
 
-def test_upload_shows_the_index_progress_then_ready_without_a_reload(live_server, workspaces, new_context, tmp_path):
+def test_upload_shows_the_index_progress_then_ready_without_a_reload(
+    live_server, workspaces, new_context, tmp_path, watch
+):
     gate = tmp_path / "gate"
     add_user(workspaces)
-    server = live_server(**{TEST_GATE_ENV: str(gate)})
-    page = new_context(server, color_scheme="dark").new_page()
+    server = live_server(ASK_INDEX_WAIT="0", **{TEST_GATE_ENV: str(gate)})
+    context = new_context(server, color_scheme="dark")
+    page = context.new_page()
     sign_in(page)
 
     page.get_by_label("Workspace id").fill("shop")
@@ -54,6 +57,19 @@ def test_upload_shows_the_index_progress_then_ready_without_a_reload(live_server
     assert bar.evaluate("(el) => getComputedStyle(el).accentColor") == DARK_PRIMARY
     expect(row.get_by_role("button")).to_be_hidden()  # nothing to retry while it runs
     shoot(page, "9-index-progress")  # labels, and no sideways scrolling on a phone
+
+    # Asking meanwhile (another tab, the Ask page) says why there is no answer yet and when to come back.
+    watch.allow(r"status of 503")
+    ask = context.new_page()
+    ask.goto("/ask?workspace=shop")
+    ask.get_by_label("Question").fill("Where is the coupon applied?")
+    ask.get_by_role("button", name="Ask").click()
+    expect(ask.locator(".ask-status")).to_have_text(
+        re.compile(
+            r"^Workspace is being indexed\. Ask again in [1-9][0-9]? seconds \(the dashboard shows its progress\)\.$"
+        )
+    )
+    ask.close()
 
     gate.touch()
     expect(row.locator(".ws-index-text")).to_have_text(re.compile(r"^Ready · indexed \d{4}-\d\d-\d\d$"))

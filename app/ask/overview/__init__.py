@@ -7,22 +7,23 @@ factories, ``wsgi.py``, ``package.json`` ``main``/``bin``, Go ``func main``). Th
 """
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.ask import store, textfiles
 from app.ask.overview.golang import go_parts
 from app.ask.overview.javascript import js_parts
 from app.ask.overview.manifests import manifest
-from app.ask.overview.parts import Facts, Part
+from app.ask.overview.parts import MAX_SNIPPET, Facts, Part, is_code_path
 from app.ask.overview.python import python_parts
 from app.ask.overview.question import MAX_NAME_WORDS, UNMATCHED_OWN_WORDS, WORD_RE, is_broad, question_shape
-from app.ask.overview.readme import readme_part
+from app.ask.overview.readme import README_RE, readme_part
 from app.ask.ranking import Source
 
 _OVERVIEW_SOURCE_LINES = 150
 _FALLBACK_FILES = 10
 _MAX_ENTRIES = 8
+_BIGGEST_FILES = 5
 _MAX_NAMING_PACKAGES = 2
 
 
@@ -44,26 +45,47 @@ def overview_for(root: Path, workspace_id: str, question: str, matched: bool, to
     if len(shape.own) > MAX_NAME_WORDS + UNMATCHED_OWN_WORDS or not is_broad(question, frozenset(shape.own)):
         return None
     folder = Path(root) / workspace_id
-    paths = _indexed_paths(root, workspace_id, folder)
-    if not paths:
+    sizes = _indexed_files(root, workspace_id, folder)
+    if not sizes:
         return None
+    # An archive of a repository often holds one folder (project-1.0/): the project starts there.
+    top = _project_folder(list(sizes))
+    if top:
+        folder = folder / top
+        sizes = {path[len(top) + 1 :]: size for path, size in sizes.items()}
+    paths = list(sizes)
     facts = manifest(folder, paths)
     if not is_broad(question, _project_names(workspace_id, facts.name, paths), matched):
         return None
-    return _build(folder, paths, facts, workspace_id, top_k)
+    overview = _build(folder, sizes, facts, workspace_id, top_k)
+    if top:
+        sources = [replace(source, path=f"{top}/{source.path}") for source in overview.sources]
+        overview = Overview(f"(Everything is in {top}/; paths below are inside it.)\n\n{overview.answer}", sources)
+    return overview
 
 
-def _indexed_paths(root: Path, workspace_id: str, folder: Path) -> list[str]:
-    """The workspace's files the index knows (its size and ignore rules), else a fresh scan of the folder."""
+def _project_folder(paths: list[str]) -> str | None:
+    """The one folder holding the whole workspace, when it has a README or a manifest of its own."""
+    tops = {path.split("/", 1)[0] if "/" in path else None for path in paths}
+    if len(tops) != 1 or None in tops:
+        return None
+    top = tops.pop()
+    inside = {path[len(top) + 1 :] for path in paths if path.count("/") == 1}
+    markers = ("pyproject.toml", "setup.py", "setup.cfg", "package.json", "go.mod")
+    return top if any(README_RE.match(name) or name in markers for name in inside) else None
+
+
+def _indexed_files(root: Path, workspace_id: str, folder: Path) -> dict[str, int]:
+    """Path and size of the files the index knows (its size and ignore rules), else of a fresh scan."""
     conn = store.open_for_reading(root, workspace_id)
     if conn is not None:
         try:
-            return [row[0] for row in conn.execute("SELECT path FROM files ORDER BY path")]
+            return dict(conn.execute("SELECT path, size FROM files ORDER BY path").fetchall())
         except sqlite3.OperationalError:
             pass
         finally:
             conn.close()
-    return sorted(path for path, _size, _mtime in textfiles.scan(folder))
+    return {path: size for path, size, _mtime in sorted(textfiles.scan(folder))}
 
 
 def _project_names(workspace_id: str, name: str | None, paths: list[str]) -> frozenset[str]:
@@ -80,11 +102,12 @@ def _project_names(workspace_id: str, name: str | None, paths: list[str]) -> fro
     return frozenset(names | packages if len(packages) <= _MAX_NAMING_PACKAGES else names)
 
 
-def _build(folder: Path, paths: list[str], facts: Facts, workspace_id: str, top_k: int) -> Overview:
+def _build(folder: Path, sizes: dict[str, int], facts: Facts, workspace_id: str, top_k: int) -> Overview:
+    paths = list(sizes)
     readme = readme_part(folder, paths)
-    python = python_parts(folder, paths, facts)
-    javascript = js_parts(folder, paths, facts)
-    go = go_parts(folder, paths, facts)
+    python = python_parts(folder, sizes, facts)
+    javascript = js_parts(folder, sizes, facts)
+    go = go_parts(folder, sizes, facts)
     layout = [*python.layout, *javascript.layout, *go.layout]
     entries = [*python.entries, *javascript.entries, *go.entries]
     layout = _make_room(layout, entries)
@@ -96,6 +119,11 @@ def _build(folder: Path, paths: list[str], facts: Facts, workspace_id: str, top_
     paragraphs = [_about(workspace_id, facts, readme, described=bool(layout or entries))]
     if layout:
         paragraphs.append(" ".join(part.text for part in layout))
+    elif not entries and (biggest := _biggest_sources(folder, sizes)):
+        # A language without a reader here (Rust, Java, C…): its biggest source files are where the code is.
+        listed = ", ".join(f"{part.path} ({part.text})" for part in biggest)
+        paragraphs.append(f"Its biggest source files: {listed}.")
+        modules = biggest
     elif not entries:
         shallow = sorted(paths, key=lambda p: (p.count("/"), p))
         more = f" and {len(shallow) - _FALLBACK_FILES} more" if len(shallow) > _FALLBACK_FILES else ""
@@ -135,7 +163,7 @@ def _about(workspace_id: str, facts: Facts, readme: Part | None, described: bool
             return f"`{name}` — {description.rstrip('.')}."
         if described:
             return f"`{name}` has no README or description in this workspace; here is what its code says about itself."
-        return f"`{name}` has no README, manifest or package documentation in this workspace."
+        return f"`{name}` has no README in this workspace."
     if description:
         return f"`{name}` — {description.rstrip('.')}. Its {readme.path} says: {readme.text}"
     return f"What `{name}` is, in its {readme.path}: {readme.text}"
@@ -197,7 +225,35 @@ def _folders(paths: list[str]) -> str:
     biggest = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:8]
     listed = ", ".join(f"{top}/ ({count} file{'s' if count != 1 else ''})" for top, count in biggest)
     top_files = sum(1 for path in paths if "/" not in path)
+    if not top_files:
+        return f"Top-level folders: {listed}."
     return f"Top-level folders: {listed}; {top_files} file{'s' if top_files != 1 else ''} at the top."
+
+
+_NOT_SOURCE = (
+    ".md", ".markdown", ".rst", ".txt", ".adoc", ".json", ".yaml", ".yml", ".toml", ".cfg", ".ini", ".csv", ".tsv",
+    ".xml", ".html", ".htm", ".css", ".scss", ".svg", ".lock", ".log", ".po", ".pot", ".in", ".sum", ".mod",
+)  # fmt: skip
+
+
+def _biggest_sources(folder: Path, sizes: dict[str, int]) -> list[Part]:
+    """The biggest files that look like source code (an extension that is not prose, data or config)."""
+    candidates = [
+        path
+        for path in sizes
+        if "." in path.rsplit("/", 1)[-1].lstrip(".") and not path.lower().endswith(_NOT_SOURCE) and is_code_path(path)
+    ]
+    parts = []
+    for path in sorted(candidates, key=lambda p: (-sizes[p], p)):
+        text = textfiles.read_text(folder / path)
+        if text and text.strip():
+            count = len(text.splitlines())
+            end = min(count, MAX_SNIPPET)
+            lines = f"{count} line{'s' if count != 1 else ''}"
+            parts.append(Part(path, 1, end, None, lines, "\n".join(text.splitlines()[:end])))
+        if len(parts) == _BIGGEST_FILES:
+            break
+    return parts
 
 
 def _fallback_parts(folder: Path, paths: list[str], top_k: int) -> list[Part]:

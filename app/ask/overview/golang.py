@@ -26,13 +26,13 @@ _GO_TYPE_RE = re.compile(r"^type\s+([A-Z]\w*)", re.MULTILINE)
 _GO_FUNC_RE = re.compile(r"^func\s+([A-Z]\w*)", re.MULTILINE)
 
 
-def go_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
+def go_parts(folder: Path, sizes: dict[str, int], facts: Facts) -> Found:
     """Each package with its package comment; ``func main`` of every main package."""
     found = Found()
-    if not is_main_language(paths, "go", "go.mod"):
+    if not is_main_language(list(sizes), "go", "go.mod"):
         return found
     by_dir: dict[str, list[str]] = {}
-    for path in paths:
+    for path in sizes:
         if path.endswith(".go") and not path.endswith("_test.go") and _go_code_path(path):
             by_dir.setdefault(path.rsplit("/", 1)[0] if "/" in path else "", []).append(path)
     dirs = sorted(by_dir, key=lambda d: (d.count("/") + (d != ""), d))[:_MAX_GO_DIRS]
@@ -61,7 +61,8 @@ def go_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
         if doc_part:
             sentence += ": " + doc_part.text
         if directory.count("/") == 0:
-            texts = {path: textfiles.read_text(folder / path) or "" for path in files[: _MAX_GO_FILES_PER_DIR * 4]}
+            biggest_files = sorted(files, key=lambda p: (-sizes[p], p))[: _MAX_GO_FILES_PER_DIR * 4]
+            texts = {path: textfiles.read_text(folder / path) or "" for path in biggest_files}
             biggest = _go_files(texts)
             sentence = sentence.rstrip(".") + _exported(texts)
             found.layout.append(retext(doc_part or biggest[0], sentence.rstrip(".") + "."))

@@ -37,11 +37,11 @@ _JS_EXPORT_RE = re.compile(
 )
 
 
-def js_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
+def js_parts(folder: Path, sizes: dict[str, int], facts: Facts) -> Found:
     """The package's main and bin files with what they export, and the files of its code folders."""
     found = Found()
-    code = [p for p in paths if p.endswith(_JS_SUFFIXES) and is_code_path(p) and not _is_declaration(p)]
-    if not code or not is_main_language(paths, "js", "package.json"):
+    code = [p for p in sizes if p.endswith(_JS_SUFFIXES) and is_code_path(p) and not _is_declaration(p)]
+    if not code or not is_main_language(list(sizes), "js", "package.json"):
         return found
     texts: dict[str, str] = {}
 
@@ -70,8 +70,8 @@ def js_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
         definition = _js_definition(real, read(real), export) if export else None
         if definition:
             found.entries.append(definition)
-    sizes = folder_counts(code, depth=1)
-    folders = sorted(sizes, key=lambda d: (-sizes[d], d))
+    counts = folder_counts(code, depth=1)
+    folders = sorted(counts, key=lambda d: (-counts[d], d))
     for top in folders[:3]:
         files = sorted(p for p in code if p.startswith(top + "/"))
         listed = []
@@ -83,11 +83,9 @@ def js_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
         plural = "s" if len(files) != 1 else ""
         text = f"The folder {top}/ holds {len(files)} script file{plural}: " + ", ".join(listed) + more + "."
         # The biggest file of the folder stands for it: it usually holds the central type.
-        biggest = max(files[: MAX_LISTED * 3], key=lambda p: (len(read(p)), p))
-        found.layout.append(retext(head_part(biggest, read(biggest)), text))
-        found.modules.extend(
-            retext(head_part(p, read(p)), p) for p in sorted(files, key=lambda p: -len(read(p)))[:MAX_LISTED]
-        )
+        by_size = sorted(files, key=lambda p: (-sizes[p], p))[:MAX_LISTED]
+        found.layout.append(retext(head_part(by_size[0], read(by_size[0])), text))
+        found.modules.extend(retext(head_part(p, read(p)), p) for p in by_size)
     return found
 
 

@@ -8,14 +8,7 @@ import tomllib
 from pathlib import Path
 
 from app.ask import textfiles
-from app.ask.overview.parts import (
-    MAX_SNIPPET,
-    Facts,
-    Part,
-    first_sentence,
-    line_of,
-    line_span,
-)
+from app.ask.overview.parts import MAX_SNIPPET, Facts, Part, first_sentence, line_of, line_span
 
 
 def manifest(folder: Path, paths: list[str]) -> Facts:

@@ -22,7 +22,7 @@ from app.ask.overview.parts import (
 _DOCSTRING_RE = re.compile(r"^(?:[ \t]*(?:#[^\n]*)?\n)*[ \t]*[rRuU]?(\"\"\"|''')(.*?)\1", re.DOTALL)
 _MAIN_GUARD_RE = re.compile(r"^if\s+__name__\s*==\s*['\"]__main__['\"]\s*:", re.MULTILINE)
 _FACTORY_RE = re.compile(r"^(?:async\s+)?def\s+((?:create|make|build)_app)\s*\(", re.MULTILINE)
-_DEFINED_RE = re.compile(r"^(?:async\s+)?(?:def|class)\s+([A-Za-z]\w*)", re.MULTILINE)
+_TOP_DEF_RE = re.compile(r"^(class|def|async\s+def)\s+(\w+)", re.MULTILINE)
 _MAX_PACKAGES = 8
 # What loads each conventional entry file.
 _ENTRY_FILES = {
@@ -32,18 +32,18 @@ _ENTRY_FILES = {
 }
 
 
-def python_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
+def python_parts(folder: Path, sizes: dict[str, int], facts: Facts) -> Found:
     """Top-level packages and modules with their docstrings; console scripts, __main__, factories, wsgi.py."""
     found = Found()
-    code = [p for p in paths if p.endswith(".py") and is_code_path(p)]
+    code = [p for p in sizes if p.endswith(".py") and is_code_path(p)]
     roots = ("", "src/", "lib/")
     packages = sorted(
         {p[: -len("/__init__.py")] for p in code if p.endswith("/__init__.py") and _under_root(p, roots, 2)}
     )
     modules = [p for p in code if _under_root(p, roots, 1) and not p.endswith("__init__.py")]
     wanted = (facts.name or "").lower().replace("-", "_")
-    sizes = folder_counts(code)
-    packages.sort(key=lambda p: (p.rsplit("/", 1)[-1].lower() != wanted, -sizes[p], p))
+    counts = folder_counts(code)
+    packages.sort(key=lambda p: (p.rsplit("/", 1)[-1].lower() != wanted, -counts[p], p))
     packages = packages[:_MAX_PACKAGES]
     modules.sort(key=lambda p: (p.rsplit("/", 1)[-1][:-3].lower() != wanted, p))
     texts: dict[str, str] = {}
@@ -61,7 +61,7 @@ def python_parts(folder: Path, paths: list[str], facts: Facts) -> Found:
     if packages:
         # The biggest modules of the main package hold most of its code: the next places to read.
         children = [p for p in _children(packages[0], code) if p.endswith(".py") and not p.endswith("__init__.py")]
-        children.sort(key=lambda p: (-len(read(p)), p))
+        children.sort(key=lambda p: (-sizes[p], p))
         found.modules.extend(_python_module(p, read(p)) for p in children[:MAX_LISTED])
     for module in modules[:MAX_LISTED]:
         text = read(module)
@@ -147,7 +147,7 @@ def _python_package(package: str, init: str, text: str, code: list[str], read) -
 
 def _public_names(text: str) -> list[str]:
     """What a package offers: the classes and functions it defines itself first, then the rest of ``__all__``."""
-    names = _DEFINED_RE.findall(text)
+    names = _defined(text)
     declared = re.search(r"^__all__\s*(?::[^=]*)?=\s*[\[(](.*?)[\])]", text, re.MULTILINE | re.DOTALL)
     if declared:
         exported = re.findall(r"['\"]([A-Za-z]\w*)['\"]", declared.group(1))
@@ -157,7 +157,7 @@ def _public_names(text: str) -> list[str]:
 
 def _defines(text: str, limit: int = 4) -> str:
     """ " (defines `a`, `b`, …)" for a module without a docstring: its first public classes and functions."""
-    names = list(dict.fromkeys(_DEFINED_RE.findall(text)))
+    names = _defined(text)
     if not names:
         return ""
     more = ", …" if len(names) > limit else ""
@@ -185,9 +185,27 @@ def _is_subpackage(path: str, package: str) -> bool:
     return path.endswith("/__init__.py") and path.count("/") == package.count("/") + 2
 
 
+def _defined(text: str) -> list[str]:
+    """The public classes a module defines at its top level, then its public functions, biggest first.
+
+    The biggest definitions are usually the central ones: ``Bottle`` in bottle.py, ``Retrying`` in tenacity.
+    """
+    found = [(match.start(), match.group(1) == "class", match.group(2)) for match in _TOP_DEF_RE.finditer(text)]
+    sized = []
+    for number, (start, is_class, name) in enumerate(found):
+        end = found[number + 1][0] if number + 1 < len(found) else len(text)
+        if not name.startswith("_"):
+            sized.append((not is_class, start - end, name))
+    return list(dict.fromkeys(name for _kind, _size, name in sorted(sized)))
+
+
 def _python_module(path: str, text: str) -> Part:
     doc = _docstring(text)
     sentence = f"The module {path}" + (f": {first_sentence(doc[0])}" if doc else ".")
+    names = _defined(text)
+    if names:
+        more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
+        sentence = sentence.rstrip(".") + ". It defines " + ", ".join(f"`{n}`" for n in names[:MAX_LISTED]) + more + "."
     end = max(1, min(len(text.splitlines()), MAX_SNIPPET))
     return Part(path, 1, end, None, sentence, line_span(text, 1, end), doc[0] if doc else None)
 

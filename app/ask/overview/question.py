@@ -9,7 +9,7 @@ from app.ask.tokens import STOPWORDS
 # What a question about the workspace as a whole speaks of: the project itself, or the big picture of it.
 _SCOPE_WORDS_TEXT = """
     project projects code codebase repo repos repository repositories library lib package packages app
-    application program software tool system workspace source sources everything whole entire
+    application program software tool system workspace source sources everything whole entire file files
     """
 _SCOPE_WORDS = frozenset(_SCOPE_WORDS_TEXT.split())
 _PICTURE_WORDS_TEXT = """

@@ -4,13 +4,10 @@ import re
 from pathlib import Path
 
 from app.ask import textfiles
-from app.ask.overview.parts import (
-    Part,
-    line_span,
-)
+from app.ask.overview.parts import Part, line_span
 
 _SUMMARY_CHARS = 500
-_README_RE = re.compile(r"^readme(\.(md|markdown|rst|txt|adoc))?$", re.IGNORECASE)
+README_RE = re.compile(r"^readme(\.(md|markdown|rst|txt|adoc))?$", re.IGNORECASE)
 _DOC_INDEXES = ("docs/index.md", "docs/README.md", "docs/index.rst", "doc/index.rst", "doc/index.md", "doc/README.md")
 _RST_UNDERLINE = re.compile(r"^([=\-~*^\"+#`':.])\1{2,}\s*$")
 _MARKUP = (
@@ -30,7 +27,7 @@ _MARKUP = (
 
 def readme_part(folder: Path, paths: list[str]) -> Part | None:
     """The README's (or docs index's) opening paragraph that says what the project is."""
-    readmes = sorted((p for p in paths if "/" not in p and _README_RE.match(p)), key=lambda p: (len(p), p))
+    readmes = sorted((p for p in paths if "/" not in p and README_RE.match(p)), key=lambda p: (len(p), p))
     for path in [*readmes, *(p for p in _DOC_INDEXES if p in paths)]:
         text = textfiles.read_text(folder / path)
         lead = _lead(text) if text else None
@@ -101,14 +98,15 @@ def _plain(text: str) -> str:
 def _lead(text: str) -> tuple[str, int, int] | None:
     """The first paragraph of the README's opening section that reads as a description, and its lines."""
     blocks = _blocks(text)
-    headings = [block for block in blocks if block[0] == "heading"]
-    # The opening section runs to the second heading (the first is usually the title).
-    limit = headings[1][3] if len(headings) > 1 and headings[0][1] < _first_prose_line(blocks) else 1
+    prose = [block for block in blocks if block[0] == "prose"]
+    if not prose:
+        return None
+    # The opening section runs to the second heading when the first one is the title, else to the first.
+    titled = any(kind == "heading" and start < prose[0][1] for kind, start, _end, _section in blocks)
+    opening = [block for block in prose if block[3] <= (1 if titled else 0)] or prose[:3]
     lines = text.splitlines()
-    prose = [block for block in blocks if block[0] == "prose" and block[3] < max(limit, 1)]
-    prose = prose or [block for block in blocks if block[0] == "prose"][:3]
     for min_words in (12, 5):
-        for _kind, start, end, _section in prose:
+        for _kind, start, end, _section in opening:
             plain = _plain(" ".join(lines[start - 1 : end]))
             if len(plain.split()) >= min_words:
                 # A paragraph leading into a list ends with "...:"; the list is not part of the summary.
@@ -117,7 +115,3 @@ def _lead(text: str) -> tuple[str, int, int] | None:
                     plain = plain[: _SUMMARY_CHARS - 1].rsplit(" ", 1)[0] + "…"
                 return plain, start, end
     return None
-
-
-def _first_prose_line(blocks: list[tuple[str, int, int, int]]) -> int:
-    return next((start for kind, start, _end, _section in blocks if kind == "prose"), 0)
