@@ -343,26 +343,38 @@ def _each(files: dict[str, list[Node]]) -> Iterable[tuple[str, Node]]:
 
 
 class _Resolver:
-    """Resolves call sites against the definitions of the names asked about, loaded once."""
+    """Resolves call sites against the definitions of the names it has loaded (``load``, once each)."""
 
-    def __init__(self, conn: sqlite3.Connection, names: Iterable[str]) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
         self.nodes: dict[int, tuple[str, str, int]] = {}  # id -> (symbol, path, line)
+        self._namesakes: dict[str, Namesakes | None] = {}
+        self._fitting: dict[tuple[str, str, str], _Group | None] = {}
+
+    def load(self, names: Iterable[str]) -> None:
+        new = set(names) - self._namesakes.keys()
         defined: dict[str, list[Candidate]] = {}
         sql = "SELECT id, path, name, owner, symbol, line FROM graph_nodes WHERE name IN ({})"
-        for node_id, path, name, owner, symbol, line in _rows_by_name(conn, sql, set(names)):
+        for node_id, path, name, owner, symbol, line in _rows_by_name(self._conn, sql, new):
             defined.setdefault(name, []).append(Candidate(node_id, path, name, owner))
             self.nodes[node_id] = (symbol, path, line)
-        self._namesakes = {name: Namesakes(candidates) for name, candidates in defined.items()}
-        self._memo: dict[tuple[str, str, str, str], int | None] = {}
+        for name in new:
+            self._namesakes[name] = Namesakes(defined[name]) if name in defined else None
 
     def __call__(self, path: str, owner: str, receiver: str, name: str) -> int | None:
         namesakes = self._namesakes.get(name)
         if namesakes is None:
             return None
-        key = (path, owner if receiver == OWN else "", receiver, name)
-        if key not in self._memo:
-            self._memo[key] = resolve(path, owner, receiver, namesakes)
-        return self._memo[key]
+        # What fits does not depend on the caller's file, only which of it is nearest: many callers
+        # in many files share the first, expensive step.
+        key = (name, receiver, owner if receiver == OWN else "")
+        if key not in self._fitting:
+            self._fitting[key] = fitting(namesakes, owner, receiver)
+        group = self._fitting[key]
+        if group is not None:
+            return group.nearest(path)
+        beside = namesakes.methods.by_path.get(path, ())
+        return beside[0].id if len(beside) == 1 else None
 
 
 _BATCH = 500  # names per IN (...) list: well under SQLite's limit on host parameters
@@ -389,10 +401,10 @@ def connect(root: Path, workspace_id: str, sources: list[S], limit: int = MAX_NE
     if conn is None:
         return sources
     try:
-        out = []
+        out, resolver = [], _Resolver(conn)  # sources share names: each is looked up once
         for source in sources:
             lines = (source.start_line, source.end_line)
-            callers, callees = neighbours(conn, source.path, source.symbol, lines, limit)
+            callers, callees = neighbours(conn, source.path, source.symbol, lines, limit, resolver)
             out.append(dataclasses.replace(source, callers=tuple(callers), callees=tuple(callees)))
         return out
     except sqlite3.OperationalError:  # an index being rebuilt under us: answer without the graph
@@ -407,6 +419,7 @@ def neighbours(
     symbol: str | None,
     lines: tuple[int, int] | None = None,
     limit: int = MAX_NEIGHBOURS,
+    resolver: _Resolver | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Who calls ``symbol`` in ``path`` and what it calls, each ``{"symbol", "path", "line"}``.
 
@@ -442,7 +455,8 @@ def neighbours(
         "JOIN graph_nodes n ON n.id = c.caller WHERE c.name IN ({})",
         names,
     )
-    resolver = _Resolver(conn, names | {name for _, _, name in sites})
+    resolver = resolver or _Resolver(conn)
+    resolver.load(names | {name for _, _, name in sites})
 
     callees: dict[int, None] = {}
     for caller, receiver, name in sites:
