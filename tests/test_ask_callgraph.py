@@ -220,6 +220,175 @@ def test_callers_come_code_first_and_are_capped(tmp_path: Path) -> None:
     assert callees == []
 
 
+# -- JavaScript, TypeScript and Go, through the real chunker ------------------------------------------------
+JS_GO_FILES = {
+    "web/router.js": """// Routes requests to handlers.
+import { parseQuery } from './query.js';
+import * as log from './log.js';
+
+export class Router {
+  constructor() {
+    this.routes = [];
+  }
+
+  /** Add a route for a path. */
+  add(path, handler) {
+    this.routes.push({ path, handler });
+    return this;
+  }
+
+  /** Find the handler of a request and run it. */
+  handle(req) {
+    const route = this.match(req.url);
+    log.info(`handling ${req.url}`);
+    return route.handler(req, parseQuery(req.url));
+  }
+
+  match(url) {
+    // match(url) here is a comment
+    return this.routes.find((r) => url.startsWith(r.path));
+  }
+}
+
+export function createRouter() {
+  return new Router();
+}
+""",
+    "web/query.js": """export function parseQuery(url) {
+  const parts = url.split('?');
+  return decode(parts[1] || '');
+}
+
+function decode(text) {
+  return Object.fromEntries(new URLSearchParams(text));
+}
+""",
+    "web/log.js": """export function info(message) {
+  console.log("info(" + message + ")");
+}
+""",
+    "web/app.ts": """import { createRouter } from './router';
+
+export function main(): void {
+  const router = createRouter();
+  router.add('/', (req: any) => 'home');
+  router.handle({ url: '/?a=1' });
+}
+""",
+    "mux/route.go": """package mux
+
+// Route is one path and its handler.
+type Route struct {
+	path    string
+	handler func(string) string
+}
+
+// Match reports whether the route serves path.
+func (r *Route) Match(path string) bool {
+	return strings.HasPrefix(path, r.path) && r.valid()
+}
+
+func (r *Route) valid() bool {
+	return r.path != ""
+}
+""",
+    "mux/router.go": """package mux
+
+// Router holds routes.
+type Router struct {
+	routes []*Route
+}
+
+// NewRouter makes an empty router.
+func NewRouter() *Router {
+	return &Router{}
+}
+
+// Serve runs the first route matching path.
+func (rt *Router) Serve(path string) string {
+	for _, route := range rt.routes {
+		if route.Match(path) {
+			return route.handler(path)
+		}
+	}
+	return notFound(path)
+}
+
+func notFound(path string) string {
+	return fmt.Sprintf("no route for %s", path)
+}
+""",
+    "cmd/main.go": """package main
+
+func main() {
+	r := mux.NewRouter()
+	r.Serve("/")
+}
+""",
+}
+JS_GO_GRAPH = {
+    ("cmd/main.go", "main"): ([], [_ref("NewRouter", "mux/router.go", 8)]),  # r.Serve(): r names no type
+    ("mux/route.go", "Route"): ([], []),
+    ("mux/route.go", "Route.Match"): (
+        [_ref("Router.Serve", "mux/router.go", 13)],
+        [_ref("Route.valid", "mux/route.go", 14)],
+    ),
+    ("mux/route.go", "Route.valid"): ([_ref("Route.Match", "mux/route.go", 9)], []),
+    ("mux/router.go", "Router"): ([], []),
+    ("mux/router.go", "NewRouter"): ([_ref("main", "cmd/main.go", 3)], []),
+    ("mux/router.go", "Router.Serve"): (
+        [],
+        [_ref("Route.Match", "mux/route.go", 9), _ref("notFound", "mux/router.go", 23)],
+    ),
+    ("mux/router.go", "notFound"): ([_ref("Router.Serve", "mux/router.go", 13)], []),
+    ("web/app.ts", "main"): (
+        [],
+        [
+            _ref("createRouter", "web/router.js", 29),
+            _ref("Router.add", "web/router.js", 10),
+            _ref("Router.handle", "web/router.js", 16),
+        ],
+    ),
+    ("web/log.js", "info"): ([_ref("Router.handle", "web/router.js", 16)], []),
+    ("web/query.js", "parseQuery"): ([_ref("Router.handle", "web/router.js", 16)], [_ref("decode", "web/query.js", 6)]),
+    ("web/query.js", "decode"): ([_ref("parseQuery", "web/query.js", 1)], []),
+    ("web/router.js", "Router"): ([_ref("createRouter", "web/router.js", 29)], []),
+    ("web/router.js", "Router.constructor"): ([], []),
+    ("web/router.js", "Router.add"): ([_ref("main", "web/app.ts", 3)], []),
+    ("web/router.js", "Router.handle"): (
+        [_ref("main", "web/app.ts", 3)],
+        [
+            _ref("Router.match", "web/router.js", 23),
+            _ref("info", "web/log.js", 1),
+            _ref("parseQuery", "web/query.js", 1),
+        ],
+    ),
+    ("web/router.js", "Router.match"): ([_ref("Router.handle", "web/router.js", 16)], []),
+    ("web/router.js", "createRouter"): ([_ref("main", "web/app.ts", 3)], [_ref("Router", "web/router.js", 5)]),
+}
+
+
+def test_javascript_typescript_and_go_workspace_graph(tmp_path: Path) -> None:
+    # JS_GO_FILES has lines that only look like calls: a comment, a template string, a string, a Go func type.
+    other = {"lib/tool.rb": "def helper\n  info(1)\nend\n", "notes.txt": "main() calls info()\n"}
+    _write(tmp_path / "demo", {**JS_GO_FILES, **other})
+    update_index(tmp_path, "demo")
+
+    # Files in languages without parsed definitions (Ruby here) have no nodes: windows are not functions.
+    assert _graph(tmp_path) == JS_GO_GRAPH
+
+
+def test_javascript_answer_names_callers_and_callees(tmp_path: Path) -> None:
+    _write(tmp_path / "demo", JS_GO_FILES)
+
+    result = ask(tmp_path, "demo", "How does the router find the handler of a request and run it?", top_k=1)
+
+    assert result["answer"] == (
+        "The most relevant code is `Router.handle` in web/router.js (lines 16–21): Find the handler of a request "
+        "and run it. It is called by `main`, and calls `Router.match`, `info` and `parseQuery`."
+    )
+
+
 # -- call sites ---------------------------------------------------------------------------------------------
 def test_call_sites_of_python_text() -> None:
     code = 'def f(self):\n    x = self.load(a.b.c(1), g())\n    return (h)(2) + "".join(k.m?.n())\n'

@@ -1,7 +1,7 @@
 """Archive headers are bounded before they are read: tar long names and PAX headers, the zip central directory.
 
 The memory tests import in a child process and read its peak RSS (``VmHWM``): the issue's attacks cost the
-worker 0.5-1 GB before these checks, and must stay under 200 MB.
+worker 0.5-3 GB before these checks, and must stay under 200 MB.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import NamedTuple, TypeVar
 
 from app.ask import store
 from app.ask.chunking import Chunk
+from app.ask.parsing import language_of
 
 MAX_NEIGHBOURS = 5  # callers and callees listed per source
 
@@ -42,7 +43,8 @@ _SLASH_NOISE_RE = re.compile(
     r"//[^\n]*+|/\*[\s\S]*?\*/|`[^`\\]*+(?:\\.[^`\\]*+)*+`"
     r"|\"[^\"\\\n]*+(?:\\.[^\"\\\n]*+)*+\"|'[^'\\\n]*+(?:\\.[^'\\\n]*+)*+'"
 )
-_GO_RECEIVER_RE = re.compile(r"\A\s*func\s*\(\s*([A-Za-z_]\w*)\s")
+# A Go method's receiver, ``func (r *Router) Handle(``: the first line that starts with ``func``.
+_GO_RECEIVER_RE = re.compile(r"^[ \t]*func[ \t]*\([ \t]*([A-Za-z_]\w*)[ \t]+\*?[ \t]*[A-Za-z_]", re.M)
 # ``name(``, ``receiver.name(``, ``x?.name(`` or ``word name(``, written backwards.
 _REVERSED_CALL_RE = re.compile(r"\([ \t]*+([\w$]++)(?:[ \t]*+\.\??[ \t]*+([\w$]*+)|[ \t]++([\w$]++))?")
 _OWN_NAMES = frozenset({"self", "cls", "this"})
@@ -81,23 +83,35 @@ class Candidate(NamedTuple):
 
 
 def file_nodes(path: str, chunks: Iterable[Chunk]) -> list[Node]:
-    """The graph nodes of one file and their call sites, from its chunks; no database involved."""
+    """The graph nodes of one file and their call sites, from its chunks; no database involved.
+
+    Only languages whose definitions are parsed have nodes: elsewhere a chunk is a window of lines
+    named after its first declaration, and edges from it would be guesses.
+    """
+    if language_of(path) is None:
+        return []
     chunks = list(chunks)
+    pieces = [(chunk.symbol, chunk.start_line, chunk.text) for chunk in chunks if chunk.symbol]
+    module_code = "\n".join(chunk.text for chunk in chunks if chunk.symbol is None)
+    return _nodes(path, pieces, module_code)
+
+
+def _nodes(path: str, pieces: list[tuple[str, int, str]], module_code: str) -> list[Node]:
+    """Nodes from ``(symbol, first line, own text)`` pieces; ``module_code`` is the code outside them."""
     python = path.endswith(_PYTHON_SUFFIXES)
     noise = _HASH_NOISE_RE if python or path.endswith(_HASH_COMMENT_SUFFIXES) else _SLASH_NOISE_RE
-    imported, modules = _python_imports(chunks) if python else ({}, {})
+    imported, modules = _python_imports(module_code) if python else ({}, {})
+    go = path.endswith(".go")
     nodes: dict[str, Node] = {}
-    for chunk in chunks:
-        if not chunk.symbol:
-            continue
-        node = nodes.get(chunk.symbol)
+    for symbol, line, text in pieces:
+        node = nodes.get(symbol)
         if node is None:
-            node = nodes[chunk.symbol] = Node(chunk.symbol, chunk.start_line)
-        node.line = min(node.line, chunk.start_line)
+            node = nodes[symbol] = Node(symbol, line)
+        node.line = min(node.line, line)
         own = _OWN_NAMES
-        if chunk.text.lstrip().startswith("func") and (receiver := _GO_RECEIVER_RE.match(chunk.text)):
+        if go and node.owner and (receiver := _GO_RECEIVER_RE.search(text)):
             own = _OWN_NAMES | {receiver.group(1)}
-        for receiver, name in call_sites(noise.sub('""', chunk.text), own):
+        for receiver, name in call_sites(noise.sub('""', text), own):
             if receiver == BARE and name in imported:
                 receiver, name = imported[name]
             elif receiver in modules:
@@ -108,24 +122,23 @@ def file_nodes(path: str, chunks: Iterable[Chunk]) -> list[Node]:
     return list(nodes.values())
 
 
-def _python_imports(chunks: list[Chunk]) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+def _python_imports(module_code: str) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
     """What a module's top-level imports say about names: ``from m import f as g`` makes ``g()`` a call
     of ``f`` from module ``m``, and ``import pkg.mod as x`` makes ``x.f()`` a call on ``mod``."""
     names: dict[str, tuple[str, str]] = {}
     modules: dict[str, str] = {}
-    for chunk in chunks:
-        if chunk.symbol is not None or "import" not in chunk.text:
-            continue
-        for statement in _PYTHON_IMPORT_RE.finditer(chunk.text):
-            source, imported = statement.groups()
-            for item in imported.strip("() \t").split(","):
-                original, _, alias = (part.strip() for part in item.partition(" as "))
-                if not original.replace(".", "").replace("_", "").isalnum():
-                    continue
-                if source is None:
-                    modules[alias or original] = original.rpartition(".")[2]
-                elif source.strip("."):
-                    names[alias or original] = (MODULE + source.rpartition(".")[2], original)
+    if "import" not in module_code:
+        return names, modules
+    for statement in _PYTHON_IMPORT_RE.finditer(module_code):
+        source, imported = statement.groups()
+        for item in imported.strip("() \t").split(","):
+            original, _, alias = (part.strip() for part in item.partition(" as "))
+            if not original.replace(".", "").replace("_", "").isalnum():
+                continue
+            if source is None:
+                modules[alias or original] = original.rpartition(".")[2]
+            elif source.strip("."):
+                names[alias or original] = (MODULE + source.rpartition(".")[2], original)
     return names, modules
 
 
@@ -330,26 +343,38 @@ def _each(files: dict[str, list[Node]]) -> Iterable[tuple[str, Node]]:
 
 
 class _Resolver:
-    """Resolves call sites against the definitions of the names asked about, loaded once."""
+    """Resolves call sites against the definitions of the names it has loaded (``load``, once each)."""
 
-    def __init__(self, conn: sqlite3.Connection, names: Iterable[str]) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
         self.nodes: dict[int, tuple[str, str, int]] = {}  # id -> (symbol, path, line)
+        self._namesakes: dict[str, Namesakes | None] = {}
+        self._fitting: dict[tuple[str, str, str], _Group | None] = {}
+
+    def load(self, names: Iterable[str]) -> None:
+        new = set(names) - self._namesakes.keys()
         defined: dict[str, list[Candidate]] = {}
         sql = "SELECT id, path, name, owner, symbol, line FROM graph_nodes WHERE name IN ({})"
-        for node_id, path, name, owner, symbol, line in _rows_by_name(conn, sql, set(names)):
+        for node_id, path, name, owner, symbol, line in _rows_by_name(self._conn, sql, new):
             defined.setdefault(name, []).append(Candidate(node_id, path, name, owner))
             self.nodes[node_id] = (symbol, path, line)
-        self._namesakes = {name: Namesakes(candidates) for name, candidates in defined.items()}
-        self._memo: dict[tuple[str, str, str, str], int | None] = {}
+        for name in new:
+            self._namesakes[name] = Namesakes(defined[name]) if name in defined else None
 
     def __call__(self, path: str, owner: str, receiver: str, name: str) -> int | None:
         namesakes = self._namesakes.get(name)
         if namesakes is None:
             return None
-        key = (path, owner if receiver == OWN else "", receiver, name)
-        if key not in self._memo:
-            self._memo[key] = resolve(path, owner, receiver, namesakes)
-        return self._memo[key]
+        # What fits does not depend on the caller's file, only which of it is nearest: many callers
+        # in many files share the first, expensive step.
+        key = (name, receiver, owner if receiver == OWN else "")
+        if key not in self._fitting:
+            self._fitting[key] = fitting(namesakes, owner, receiver)
+        group = self._fitting[key]
+        if group is not None:
+            return group.nearest(path)
+        beside = namesakes.methods.by_path.get(path, ())
+        return beside[0].id if len(beside) == 1 else None
 
 
 _BATCH = 500  # names per IN (...) list: well under SQLite's limit on host parameters
@@ -376,10 +401,10 @@ def connect(root: Path, workspace_id: str, sources: list[S], limit: int = MAX_NE
     if conn is None:
         return sources
     try:
-        out = []
+        out, resolver = [], _Resolver(conn)  # sources share names: each is looked up once
         for source in sources:
             lines = (source.start_line, source.end_line)
-            callers, callees = neighbours(conn, source.path, source.symbol, lines, limit)
+            callers, callees = neighbours(conn, source.path, source.symbol, lines, limit, resolver)
             out.append(dataclasses.replace(source, callers=tuple(callers), callees=tuple(callees)))
         return out
     except sqlite3.OperationalError:  # an index being rebuilt under us: answer without the graph
@@ -394,6 +419,7 @@ def neighbours(
     symbol: str | None,
     lines: tuple[int, int] | None = None,
     limit: int = MAX_NEIGHBOURS,
+    resolver: _Resolver | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Who calls ``symbol`` in ``path`` and what it calls, each ``{"symbol", "path", "line"}``.
 
@@ -429,7 +455,8 @@ def neighbours(
         "JOIN graph_nodes n ON n.id = c.caller WHERE c.name IN ({})",
         names,
     )
-    resolver = _Resolver(conn, names | {name for _, _, name in sites})
+    resolver = resolver or _Resolver(conn)
+    resolver.load(names | {name for _, _, name in sites})
 
     callees: dict[int, None] = {}
     for caller, receiver, name in sites:
