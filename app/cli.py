@@ -16,7 +16,8 @@ from flask.cli import AppGroup
 
 from app import storeadmin
 from app.ask.errors import AskError
-from app.keys.store import EXPIRY_CHOICES, KeyRequestError, key_status
+from app.inputs import KEY_EXPIRY_DAYS
+from app.keys.store import KeyRequestError, key_status
 from app.names import shown
 from app.services import services
 from app.sharedfile import StoreUnavailable, StoreWriteError
@@ -109,7 +110,7 @@ def user_passwd(name: str, password_stdin: bool) -> None:
 @key_cli.command("create")
 @click.option("--user", "username", required=True, help="Owner of the key.")
 @click.option("--name", required=True, help="What the key is for.")
-@click.option("--expires-in-days", type=click.Choice(["30", "90", "365"]), default=None)
+@click.option("--expires-in-days", type=click.Choice([str(days) for days in KEY_EXPIRY_DAYS if days]), default=None)
 @_guard
 def key_create(username: str, name: str, expires_in_days: str | None) -> None:
     """Create a key and print only the key on stdout (it is never shown again)."""
@@ -119,7 +120,6 @@ def key_create(username: str, name: str, expires_in_days: str | None) -> None:
     if user.disabled:
         _fail(f"User {username!r} is disabled")
     days = int(expires_in_days) if expires_in_days else None
-    assert days in EXPIRY_CHOICES
     new = services().keys.create(user.username, name, days)
     click.echo(f"Created key {new.record['id']} ({new.record['prefix']}…) for {user.username}.", err=True)
     click.echo(new.key)

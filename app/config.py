@@ -365,3 +365,37 @@ def load_dotenv_files(directory: Path | None = None) -> None:
         path = base / name
         if path.is_file():
             load_dotenv(path, override=False)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What gunicorn.conf.py reads from the environment, validated like the rest."""
+
+    workers: int
+    threads: int
+    timeout: int
+    graceful_timeout: int
+    access_log: str | None
+
+
+def load_server_settings(config: Config, env: dict | None = None) -> ServerSettings:
+    """gunicorn's settings (workers, threads, timeouts) from ``env``. Raises ConfigError naming the variable."""
+    import multiprocessing
+
+    env = dict(os.environ if env is None else env)
+    shared_storage = not config.ratelimit_storage_uri.startswith("memory://")
+    default_workers = multiprocessing.cpu_count() * 2 + 1 if shared_storage else 1
+    workers = _int(env, "WEB_CONCURRENCY", default_workers, minimum=1)
+    if workers > 1 and not shared_storage:
+        raise ConfigError(
+            f"WEB_CONCURRENCY={workers} needs shared rate-limit storage. "
+            "RATELIMIT_STORAGE_URI=memory:// counts per process, so limits would multiply by the worker count; "
+            "set RATELIMIT_STORAGE_URI=redis://localhost:6379/0 or use one worker."
+        )
+    return ServerSettings(
+        workers=workers,
+        threads=_int(env, "GUNICORN_THREADS", 8, minimum=1),
+        timeout=_int(env, "GUNICORN_TIMEOUT", 120, minimum=0),
+        graceful_timeout=_int(env, "GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=0),
+        access_log=_get(env, "GUNICORN_ACCESS_LOG"),
+    )

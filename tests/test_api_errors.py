@@ -59,6 +59,21 @@ def test_ask_validation(client, body, error):
     _assert_json_error(client.post("/api/ask", json=body, headers=ADMIN), 400, error)
 
 
+def test_question_length_is_checked_after_stripping_like_the_engine(client, workspaces):
+    (workspaces / "demo").mkdir()
+    (workspaces / "demo" / "signing.py").write_text("def sign_value(value, key):\n    return value\n")
+    question = "sign_value " + "x" * 1988 + "     "  # 1,999 characters and 5 trailing spaces
+    response = client.post("/api/ask", json={"workspaceId": "demo", "question": question}, headers=ADMIN)
+    assert response.status_code == 200
+    assert response.get_json()["question"] == question.strip()
+    too_long = {"workspaceId": "demo", "question": "x" * 2001 + "     "}
+    _assert_json_error(
+        client.post("/api/ask", json=too_long, headers=ADMIN),
+        400,
+        {"error": "question is too long: at most 2000 characters"},
+    )
+
+
 def test_an_unknown_workspace_is_404(client):
     body = {"workspaceId": "a" * 64, "question": "x" * 2000}  # both at their limits, so valid
     _assert_json_error(client.post("/api/ask", json=body, headers=ADMIN), 404, {"error": "Workspace not found"})
@@ -190,3 +205,22 @@ def test_pages_carry_no_inline_script_or_style(client, auth):
         # No CDN: the server may run offline, so every script, style and image is served by itself.
         for tag in re.findall(r"<(?:script|link|img)\b[^>]*>", html):
             assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", tag), (path, tag)
+
+
+def test_a_store_write_failure_is_a_json_error_and_a_log_line(client, monkeypatch, caplog):
+    import errno
+    import logging
+
+    from app import sharedfile
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    client.application.extensions["askgate"].users.create("alice", "a-long-password", "member")
+    monkeypatch.setattr(sharedfile.os, "fsync", disk_full)
+    with caplog.at_level(logging.ERROR, logger="askgate"):
+        response = client.post("/api/keys", json={"user": "alice", "name": "ci"}, headers=ADMIN)
+    message = "Could not save api-keys.json: the disk is full. Nothing was changed."
+    _assert_json_error(response, 507, {"error": message})
+    logged = [r.getMessage() for r in caplog.records if r.name == "askgate" and r.levelno == logging.ERROR]
+    assert logged == [f"store write failed: {message}"]

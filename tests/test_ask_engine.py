@@ -106,6 +106,12 @@ def test_invalid_question(root: Path, question: object, message: str) -> None:
         ask(root, "demo", question)
 
 
+def test_length_is_checked_after_stripping(root: Path) -> None:
+    assert ask(root, "demo", "sign" + "x" * 1995 + "     ")["question"] == "sign" + "x" * 1995
+    with pytest.raises(InvalidQuestion, match="at most 2000 characters"):
+        ask(root, "demo", "x" * 2001 + "     ")
+
+
 def test_longest_question_is_fine(root: Path) -> None:
     assert ask(root, "demo", " " + "sign " * 400 + " ")["sources"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import app.config as config_module
-from app.config import ConfigError, load_config, load_dotenv_files, parse_allowed_ips
+from app.config import ConfigError, load_config, load_dotenv_files, load_server_settings, parse_allowed_ips
 from tests.conftest import ROOT, base_env
 
 
@@ -238,3 +238,29 @@ def test_importing_wsgi_reads_dotenv_from_the_working_directory(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith("askgate: configuration error: LOGIN_RATE_LIMIT must look like")
     assert result.stderr.count("\n") == 1
+
+
+def test_server_settings_defaults_and_values(tmp_path):
+    config = load_config(env(tmp_path))
+    settings = load_server_settings(config, {})
+    assert (settings.workers, settings.threads, settings.timeout, settings.graceful_timeout) == (1, 8, 120, 30)
+    assert settings.access_log is None
+    values = {"GUNICORN_THREADS": "4", "GUNICORN_TIMEOUT": "60", "GUNICORN_GRACEFUL_TIMEOUT": "5"}
+    settings = load_server_settings(config, {**values, "GUNICORN_ACCESS_LOG": "-"})
+    assert (settings.threads, settings.timeout, settings.graceful_timeout, settings.access_log) == (4, 60, 5, "-")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("GUNICORN_THREADS", "x", "GUNICORN_THREADS must be a whole number, got 'x'"),
+        ("GUNICORN_THREADS", "0", "GUNICORN_THREADS must be at least 1, got 0"),
+        ("GUNICORN_TIMEOUT", "ten", "GUNICORN_TIMEOUT must be a whole number, got 'ten'"),
+        ("GUNICORN_GRACEFUL_TIMEOUT", "-1", "GUNICORN_GRACEFUL_TIMEOUT must be at least 0, got -1"),
+        ("WEB_CONCURRENCY", "two", "WEB_CONCURRENCY must be a whole number, got 'two'"),
+    ],
+)
+def test_bad_server_setting_names_the_variable(tmp_path, name, value, message):
+    with pytest.raises(ConfigError) as exc:
+        load_server_settings(load_config(env(tmp_path)), {name: value})
+    assert str(exc.value) == message

@@ -142,6 +142,20 @@ def test_bad_config_stops_gunicorn_with_one_line(workspaces):
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        ("GUNICORN_THREADS", "x", "GUNICORN_THREADS must be a whole number, got 'x'"),
+        ("GUNICORN_TIMEOUT", "2m", "GUNICORN_TIMEOUT must be a whole number, got '2m'"),
+        ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY must be at least 1, got 0"),
+    ],
+)
+def test_bad_gunicorn_setting_stops_it_with_one_line_naming_it(workspaces, name, value, line):
+    result = _gunicorn(workspaces, **{name: value})
+    assert result.returncode == 1
+    assert result.stderr == f"askgate: configuration error: {line}\n"
+
+
 # -- several workers on Redis --------------------------------------------------------------------------------------
 @pytest.mark.redis
 def test_a_revocation_through_one_worker_is_refused_by_another_at_once(live_server, redis_db, workspaces, pinned):

@@ -9,13 +9,11 @@ from __future__ import annotations
 from flask import jsonify
 
 from app.api.errors import MESSAGES
-from app.api.routes import QUESTION_MAX, bp
+from app.api.routes import bp
 from app.ask.callgraph import MAX_NEIGHBOURS
-from app.ask.engine import MAX_TOP_K, MIN_TOP_K
 from app.ask.indexstate import STATES
-from app.ask.workspaces import WORKSPACE_ID_RE
 from app.extensions import limiter
-from app.keys.store import EXPIRY_CHOICES, NAME_MAX
+from app.inputs import KEY_EXPIRY_DAYS, KEY_NAME_MAX, QUESTION_MAX, TOP_K_DEFAULT, TOP_K_MAX, TOP_K_MIN, WORKSPACE_ID_RE
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
@@ -79,10 +77,11 @@ SCHEMAS = {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": QUESTION_MAX,
-                "description": 'A question about the workspace as a whole ("How does this code work?") gets an '
+                "description": f"At most {QUESTION_MAX} characters once surrounding whitespace is stripped. "
+                'A question about the workspace as a whole ("How does this code work?") gets an '
                 "overview: what the README says, the main packages and modules, and the entry points, as sources.",
             },
-            "top_k": {"type": "integer", "minimum": MIN_TOP_K, "maximum": MAX_TOP_K, "default": 5},
+            "top_k": {"type": "integer", "minimum": TOP_K_MIN, "maximum": TOP_K_MAX, "default": TOP_K_DEFAULT},
         },
         required=("workspaceId", "question"),
         examples=[
@@ -176,11 +175,11 @@ SCHEMAS = {
             "name": {
                 "type": "string",
                 "minLength": 1,
-                "maxLength": NAME_MAX,
+                "maxLength": KEY_NAME_MAX,
                 "description": "Plain text: no lone surrogates, bidi controls, zero-width or control characters.",
             },
             "expires_in_days": {
-                "enum": list(EXPIRY_CHOICES),
+                "enum": list(KEY_EXPIRY_DAYS),
                 "default": None,
                 "description": "Days until the key expires; null (or absent) for never.",
             },

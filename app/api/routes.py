@@ -12,14 +12,11 @@ from app.ask.workspaces import is_valid_workspace_id, list_workspaces
 from app.auth.hook import protect_api
 from app.auth.limits import LimitReached
 from app.extensions import limiter
+from app.inputs import QUESTION_MAX, TOP_K_DEFAULT
 from app.keys.store import KeyRequestError, public_view
 from app.names import name_problem
 from app.services import services
-from app.sharedfile import StoreUnavailable, StoreWriteError
-from app.users.store import UserError
 from app.web.ask import render_result
-
-QUESTION_MAX = 2000
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 protect_api(bp)
@@ -28,16 +25,6 @@ protect_api(bp)
 @bp.errorhandler(APIError)
 def _api_error(exc: APIError):
     return json_error(exc.status, exc.message)
-
-
-@bp.errorhandler(StoreUnavailable)
-def _store_unavailable(exc: StoreUnavailable):
-    return json_error(503, "Key store unavailable")
-
-
-@bp.errorhandler(StoreWriteError)
-def _store_write_error(exc: StoreWriteError):
-    return json_error(507 if exc.disk_full else 503, str(exc))
 
 
 def json_body() -> dict:
@@ -68,7 +55,8 @@ def ask():
     question = body.get("question")
     if not isinstance(workspace_id, str) or not workspace_id.strip():
         raise APIError(400, "workspaceId is required")
-    if not isinstance(question, str) or not question.strip():
+    question = question.strip() if isinstance(question, str) else None
+    if not question:
         raise APIError(400, "question is required")
     if len(question) > QUESTION_MAX:
         raise APIError(400, f"question is too long: at most {QUESTION_MAX} characters")
@@ -80,7 +68,7 @@ def ask():
             400,
             "workspaceId must be 1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
-    top_k = body.get("top_k", 5)
+    top_k = body.get("top_k", TOP_K_DEFAULT)
     try:
         result = ask_engine(
             services().config.workspaces_dir,
@@ -199,11 +187,6 @@ def delete_key(key_id: str):
     _visible_key(key_id)
     services().keys.delete(key_id)
     return "", 204
-
-
-@bp.errorhandler(UserError)
-def _user_error(exc: UserError):
-    return json_error(400, str(exc))
 
 
 from app.api import openapi  # noqa: E402,F401  (registers /api/openapi.json)

@@ -1,6 +1,6 @@
 """Question answering over workspaces of code: import, index, search and answer (no Flask here)."""
 
-from app.ask.engine import MAX_QUESTION_CHARS, ask, validate_question, validate_top_k
+from app.ask.engine import ask, validate_question, validate_top_k
 from app.ask.errors import AskError, EmptyWorkspace, ImportRefused, InvalidQuestion, WorkspaceNotFound
 from app.ask.importer import import_archive_stream, import_workspace
 from app.ask.index import IndexStats, update_index
@@ -15,7 +15,6 @@ from app.ask.workspaces import (
 )
 
 __all__ = [
-    "MAX_QUESTION_CHARS",
     "WORKSPACE_ID_RE",
     "AskError",
     "EmptyWorkspace",

@@ -11,9 +11,8 @@ from app.ask.llm import LLMSettings, LLMUnavailable, answer_with_llm
 from app.ask.overview import overview_for
 from app.ask.ranking import Source, search
 from app.ask.workspaces import workspace_dir
+from app.inputs import QUESTION_MAX, TOP_K_DEFAULT, TOP_K_MAX, TOP_K_MIN
 
-MAX_QUESTION_CHARS = 2000
-MIN_TOP_K, MAX_TOP_K = 1, 20
 _ALSO_SEE = 2
 _NAMED = 3  # callers or callees named in the answer's text; the sources list up to callgraph.MAX_NEIGHBOURS
 
@@ -30,15 +29,15 @@ def validate_question(question: object) -> str:
     question = question.strip()
     if not question:
         raise InvalidQuestion("question must not be empty")
-    if len(question) > MAX_QUESTION_CHARS:
-        raise InvalidQuestion(f"question must be at most {MAX_QUESTION_CHARS} characters")
+    if len(question) > QUESTION_MAX:
+        raise InvalidQuestion(f"question must be at most {QUESTION_MAX} characters")
     return question
 
 
 def validate_top_k(top_k: object) -> int:
     """``top_k`` itself if it is an int (not a bool) in range, else InvalidQuestion."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not MIN_TOP_K <= top_k <= MAX_TOP_K:
-        raise InvalidQuestion(f"top_k must be an integer from {MIN_TOP_K} to {MAX_TOP_K}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not TOP_K_MIN <= top_k <= TOP_K_MAX:
+        raise InvalidQuestion(f"top_k must be an integer from {TOP_K_MIN} to {TOP_K_MAX}")
     return top_k
 
 
@@ -46,7 +45,7 @@ def ask(
     root: Path,
     workspace_id: str,
     question: str,
-    top_k: int = 5,
+    top_k: int = TOP_K_DEFAULT,
     llm: LLMSettings | None = None,
     index_wait: float | None = None,
 ) -> dict:

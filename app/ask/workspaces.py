@@ -1,7 +1,6 @@
 """Workspaces: one folder of code per id under the workspaces root."""
 
 import os
-import re
 import secrets
 import shutil
 import stat
@@ -9,8 +8,7 @@ from pathlib import Path
 
 from app.ask import indexstate, store
 from app.ask.errors import WorkspaceNotFound
-
-WORKSPACE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+from app.inputs import WORKSPACE_ID_RE
 
 # The root also holds the app's own stores; these names can never be workspaces.
 _RESERVED_NAMES = frozenset({"api-keys.json", "users.json"})

@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from app.inputs import KEY_EXPIRY_DAYS, KEY_NAME_MAX
 from app.keys.format import digest, display_prefix, generate_key, is_well_formed
 from app.names import name_problem
 from app.sharedfile import open_document
 
 FILE_NAME = "api-keys.json"
 SCHEMA_VERSION = 1
-EXPIRY_CHOICES = (None, 30, 90, 365)
-NAME_MAX = 100
 # last_used_at is written at most this often per key: accurate to about a minute, not a write per request.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 RECORD_FIELDS = (
@@ -159,7 +158,7 @@ class KeyStore:
         creation against ``KEY_CREATE_LIMIT`` and raises to refuse it, so a refused or invalid request mints nothing.
         """
         name = validate_key_name(name)
-        if expires_in_days not in EXPIRY_CHOICES:
+        if expires_in_days not in KEY_EXPIRY_DAYS:
             raise KeyRequestError("expires_in_days must be one of 30, 90, 365, or null for never")
         if admit is not None:
             admit()
@@ -248,8 +247,8 @@ def validate_key_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise KeyRequestError("Give the key a name, for example 'ci-pipeline'")
     name = name.strip()
-    if len(name) > NAME_MAX:
-        raise KeyRequestError(f"A key name can be at most {NAME_MAX} characters")
+    if len(name) > KEY_NAME_MAX:
+        raise KeyRequestError(f"A key name can be at most {KEY_NAME_MAX} characters")
     problem = name_problem(name, "name")
     if problem:
         raise KeyRequestError(problem)

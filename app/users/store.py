@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from app.inputs import PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, USERNAME_RE
 from app.keys.store import iso, utcnow
 from app.names import name_problem
 from app.sharedfile import StoreUnavailable, StoreWriteError, open_document
@@ -19,9 +19,6 @@ from app.sharedfile import StoreUnavailable, StoreWriteError, open_document
 FILE_NAME = "users.json"
 SCHEMA_VERSION = 1
 ROLES = ("admin", "member")
-USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
-PASSWORD_MIN = 10
-PASSWORD_MAX = 1024
 PASSWORD_METHOD = "scrypt"  # noqa: S105  (a hash method)
 # Sign-ins a user may have open at once; the least recently used beyond this are ended.
 MAX_SESSIONS = 50
@@ -123,7 +120,8 @@ def validate_username(username: object) -> str:
         raise UserError(problem)
     if not isinstance(username, str) or not USERNAME_RE.fullmatch(username.strip()):
         raise UserError(
-            "A username is 1–32 characters: letters, digits, dot, dash or underscore, starting with a letter or digit"
+            f"A username is 1–{USERNAME_MAX} characters: letters, digits, dot, dash or underscore, "
+            "starting with a letter or digit"
         )
     return username.strip()
 

@@ -7,31 +7,36 @@ from flask_wtf.file import FileField, FileRequired
 from wtforms import BooleanField, HiddenField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
-from app.users.store import PASSWORD_MAX, PASSWORD_MIN
+from app.inputs import (
+    KEY_EXPIRY_DAYS,
+    KEY_NAME_MAX,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    USERNAME_MAX,
+    WORKSPACE_ID_MAX,
+    stripped,
+)
 
 EXPIRY_OPTIONS = [
-    SelectChoice("never", "Never"),
-    SelectChoice("30", "30 days"),
-    SelectChoice("90", "90 days"),
-    SelectChoice("365", "365 days"),
+    SelectChoice(str(days) if days else "never", f"{days} days" if days else "Never") for days in KEY_EXPIRY_DAYS
 ]
 
 
 class LoginForm(FlaskForm):
-    username = StringField("Username", validators=[DataRequired(), Length(max=64)])
+    username = StringField("Username", filters=[stripped], validators=[DataRequired(), Length(max=USERNAME_MAX)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=PASSWORD_MAX)])
     next = HiddenField()
 
 
 class SetupForm(FlaskForm):
     token = HiddenField(validators=[DataRequired()])
-    username = StringField("Admin username", validators=[DataRequired(), Length(max=32)])
+    username = StringField("Admin username", filters=[stripped], validators=[DataRequired(), Length(max=USERNAME_MAX)])
     password = PasswordField("Password", validators=[DataRequired(), Length(min=PASSWORD_MIN, max=PASSWORD_MAX)])
     confirm = PasswordField("Repeat password", validators=[EqualTo("password", "The passwords do not match")])
 
 
 class NewKeyForm(FlaskForm):
-    name = StringField("Key name", validators=[DataRequired(), Length(max=100)])
+    name = StringField("Key name", filters=[stripped], validators=[DataRequired(), Length(max=KEY_NAME_MAX)])
     expiry = SelectField("Expires", choices=EXPIRY_OPTIONS, default="never")
 
 
@@ -48,7 +53,7 @@ class ChangePasswordForm(FlaskForm):
 
 
 class AddUserForm(FlaskForm):
-    username = StringField("Username", validators=[DataRequired(), Length(max=32)])
+    username = StringField("Username", filters=[stripped], validators=[DataRequired(), Length(max=USERNAME_MAX)])
     password = PasswordField(
         "Initial password", validators=[DataRequired(), Length(min=PASSWORD_MIN, max=PASSWORD_MAX)]
     )
@@ -65,7 +70,9 @@ class ResetPasswordForm(FlaskForm):
 
 
 class UploadWorkspaceForm(FlaskForm):
-    workspace_id = StringField("Workspace id", validators=[DataRequired(), Length(max=64)])
+    workspace_id = StringField(
+        "Workspace id", filters=[stripped], validators=[DataRequired(), Length(max=WORKSPACE_ID_MAX)]
+    )
     archive = FileField("Archive (.zip or .tar.gz)", validators=[FileRequired("Choose a .zip or .tar.gz file")])
     replace = BooleanField("Replace it if it exists (admins only)")
 
