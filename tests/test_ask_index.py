@@ -196,3 +196,29 @@ def test_progress_callback(root: Path) -> None:
     calls = []
     update_index(root, "demo", progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_changed_and_removed_files_leave_nothing_behind_in_the_contentless_index(root: Path) -> None:
+    ws = root / "demo"
+    _write(ws / "pkg" / "animals.py", 'def zebra_stripes():\n    """Count the stripes."""\n    return 7\n')
+    update_index(root, "demo")
+    assert [s.symbol for s in search(root, "demo", "zebra stripes", 5)] == ["zebra_stripes"]
+
+    _write(ws / "pkg" / "animals.py", 'def okapi_spots():\n    """Count the spots."""\n    return 3\n')
+    os.utime(ws / "pkg" / "animals.py", ns=(1, 1))  # a new mtime even on coarse clocks
+    update_index(root, "demo")
+    assert search(root, "demo", "zebra stripes", 5) == []
+    [okapi] = search(root, "demo", "okapi spots", 5)
+    assert (okapi.symbol, okapi.doc, okapi.snippet) == (
+        "okapi_spots",
+        "Count the spots.",
+        'def okapi_spots():\n    """Count the spots."""\n    return 3',
+    )
+
+    (ws / "pkg" / "animals.py").unlink()
+    update_index(root, "demo")
+    assert search(root, "demo", "okapi spots", 5) == []
+    conn = sqlite3.connect(index_db_path(root, "demo"))
+    # The FTS5 table keeps no copy of the terms; its vocabulary has no trace of the deleted chunks.
+    assert conn.execute("SELECT count(*) FROM chunk_vocab WHERE term IN ('zebra', 'okapi')").fetchone()[0] == 0
+    conn.close()

@@ -35,7 +35,6 @@ class Chunk:
     doc: str | None
     text: str
     extra_terms: str = ""  # indexed but not displayed, e.g. a class's method names
-    description: str = ""  # the whole docstring or leading comment, indexed with the doc's weight
 
 
 def chunk_file(path: str, text: str) -> list[Chunk]:
@@ -58,7 +57,7 @@ def _first_doc_line(doc: str | None) -> str | None:
     return summary[:300] or None
 
 
-def _make(path, lines, start, end, symbol, doc, extra="", description="") -> list[Chunk]:
+def _make(path, lines, start, end, symbol, doc, extra="") -> list[Chunk]:
     """Chunks for 0-based half-open [start, end), split into even pieces of at most MAX_LINES."""
     while start < end and not lines[start].strip():
         start += 1
@@ -73,7 +72,7 @@ def _make(path, lines, start, end, symbol, doc, extra="", description="") -> lis
         hi = min(lo + size, end)
         text = "\n".join(lines[lo:hi])
         first = lo == start
-        out.append(Chunk(path, lo + 1, hi, symbol, doc, text, extra if first else "", description or doc or ""))
+        out.append(Chunk(path, lo + 1, hi, symbol, doc, text, extra if first else ""))
     return out
 
 
@@ -102,7 +101,7 @@ def _structured_chunks(path: str, lines: list[str], parsed: Parsed) -> list[Chun
             # of its own (a module wrapped in a closure, a factory).
             small_class = definition.kind == CLASS and end - start <= WHOLE_CLASS_LINES
             if not definition.children or small_class or (definition.kind != CLASS and end - start <= MAX_LINES):
-                chunks.extend(_make(path, lines, start, end, name, doc, description=definition.doc))
+                chunks.extend(_make(path, lines, start, end, name, doc))
                 continue
             members = visit(definition.children)
             extra = " ".join(child.name.rsplit(".", 1)[-1] for child in definition.children) if MEMBER_NAMES else ""
@@ -110,7 +109,7 @@ def _structured_chunks(path: str, lines: list[str], parsed: Parsed) -> list[Chun
             # between or after members gets chunks of its own, still labelled with the definition.
             for number, (lo, hi) in enumerate(_gaps(start, end, members)):
                 if number == 0:
-                    chunks.extend(_make(path, lines, lo, hi, name, doc, extra, definition.doc))
+                    chunks.extend(_make(path, lines, lo, hi, name, doc, extra))
                 else:
                     chunks.extend(_make(path, lines, lo, hi, name, _window_labels(lines, lo, hi)[1]))
         return spans

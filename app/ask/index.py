@@ -1,5 +1,6 @@
 """Build and incrementally update a workspace's full-text index of code chunks."""
 
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -29,21 +30,20 @@ class IndexStats:
     removed_paths: list[str] = field(default_factory=list)
 
 
-def symbol_terms(symbol: str | None) -> list[str]:
+@functools.lru_cache(maxsize=20_000)
+def symbol_terms(symbol: str | None) -> tuple[str, ...]:
     """Terms of a qualified name such as ``SecureCookieSessionInterface.save_session``."""
     if not symbol:
-        return []
-    out: list[str] = []
-    for part in symbol.split("."):
-        out.extend(word_terms(part))
-    return out
+        return ()
+    return tuple(term for part in symbol.split(".") for term in word_terms(part))
 
 
-def path_terms(path: str) -> list[str]:
+@functools.lru_cache(maxsize=20_000)
+def path_terms(path: str) -> tuple[str, ...]:
     """Terms of a relative path: folder names and the file name without its extension."""
     parts = path.split("/")
     parts[-1] = parts[-1].split(".", 1)[0]
-    return [term for part in parts for term in text_terms(part)]
+    return tuple(term for part in parts for term in text_terms(part))
 
 
 def update_index(root: Path, workspace_id: str, progress: Progress | None = None) -> IndexStats:
@@ -120,23 +120,51 @@ def _chunk_count(conn: sqlite3.Connection) -> int:
 
 
 def _forget(conn: sqlite3.Connection, path: str) -> None:
-    conn.execute("DELETE FROM chunk_terms WHERE rowid IN (SELECT id FROM chunks WHERE path = ?)", (path,))
+    # A contentless FTS5 table forgets a row only when told the terms it was given.
+    rows = conn.execute("SELECT id, symbol, doc, text, extra FROM chunks WHERE path = ?", (path,))
+    conn.executemany(
+        "INSERT INTO chunk_terms (chunk_terms, rowid, symbol, path, doc, body) VALUES ('delete', ?, ?, ?, ?, ?)",
+        [(row[0], *chunk_terms(_stored_chunk(path, row))) for row in rows.fetchall()],
+    )
     conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
     conn.execute("DELETE FROM files WHERE path = ?", (path,))
 
 
+def doc_terms(doc: str | None) -> str:
+    """The terms of the doc column: the summary of the docstring or leading comment. Only the summary:
+    the rest of a long docstring (parameters, examples) matched everything and is in the body anyway."""
+    return " ".join(text_terms(doc or ""))
+
+
+def chunk_terms(chunk: Chunk) -> tuple[str, str, str, str]:
+    """What the FTS5 table indexes for a chunk: its symbol, path, doc and body terms."""
+    return (
+        " ".join(symbol_terms(chunk.symbol)),
+        " ".join(path_terms(chunk.path)),
+        doc_terms(chunk.doc),
+        " ".join(text_terms(f"{chunk.text}\n{chunk.extra_terms}")),
+    )
+
+
+def _stored_chunk(path: str, row: tuple) -> Chunk:
+    _, symbol, doc, text, extra = row
+    return Chunk(path, 0, 0, symbol, doc, store.unpack(text), extra or "")
+
+
 def _insert(conn: sqlite3.Connection, chunk: Chunk) -> None:
     cursor = conn.execute(
-        "INSERT INTO chunks (path, start_line, end_line, symbol, doc, text) VALUES (?, ?, ?, ?, ?, ?)",
-        (chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.doc, chunk.text),
+        "INSERT INTO chunks (path, start_line, end_line, symbol, doc, text, extra) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            chunk.path,
+            chunk.start_line,
+            chunk.end_line,
+            chunk.symbol,
+            chunk.doc,
+            store.pack(chunk.text),
+            chunk.extra_terms or None,
+        ),
     )
     conn.execute(
         "INSERT INTO chunk_terms (rowid, symbol, path, doc, body) VALUES (?, ?, ?, ?, ?)",
-        (
-            cursor.lastrowid,
-            " ".join(symbol_terms(chunk.symbol)),
-            " ".join(path_terms(chunk.path)),
-            " ".join(text_terms(chunk.description or chunk.doc or "")),
-            " ".join(text_terms(f"{chunk.text}\n{chunk.extra_terms}")),
-        ),
+        (cursor.lastrowid, *chunk_terms(chunk)),
     )

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.ask import store
-from app.ask.index import path_terms, symbol_terms
+from app.ask.index import doc_terms, path_terms, symbol_terms
 from app.ask.tokens import query_concepts, word_terms
 
-_CANDIDATES = 200  # bm25's best this many are re-ranked
+_CANDIDATES = 100  # bm25's best this many are re-ranked
 # Boosts per question concept found, scaled by its idf so that rare words count more than "get". A
 # concept counts once however many of its synonyms match, so expansion cannot inflate a chunk.
 _NAME_BOOST = 2.0  # the defined name itself: the chunk that defines the thing, not one that uses it
@@ -29,7 +29,7 @@ _CONTEXT_LEADERS = 5
 _FIELD_WEIGHTS = (2.0, 1.0, 1.0, 1.0)
 # Chunks shorter than this many lines are scaled down by (lines / _SHORT_LINES) ** _SHORT_POWER:
 # bm25's length normalisation favours a three-line chunk that shares one word with the question.
-_SHORT_LINES = 25
+_SHORT_LINES = 30
 _SHORT_POWER = 0.8
 
 
@@ -87,25 +87,25 @@ def _rank(conn: sqlite3.Connection, concepts: list[tuple[str, ...]]) -> list[Sou
     # Each term is \\w characters only and double-quoted, so FTS5 sees plain strings, never operators.
     match = " OR ".join(f'"{term}"' for term in terms)
     hits = conn.execute(
-        "SELECT rowid, bm25(chunk_terms, ?, ?, ?, ?) AS r, doc FROM chunk_terms WHERE chunk_terms MATCH ?"
+        "SELECT rowid, bm25(chunk_terms, ?, ?, ?, ?) AS r FROM chunk_terms WHERE chunk_terms MATCH ?"
         " ORDER BY r LIMIT ?",
         (*_FIELD_WEIGHTS, match, _CANDIDATES),
     ).fetchall()
     if not hits:
         return []
     idf = _idf(conn, terms)
-    rows = _chunks(conn, [rowid for rowid, _, _ in hits])
+    rows = _chunks(conn, [rowid for rowid, _ in hits])
     scored = []
-    for rowid, rank, doc_terms in hits:
-        path, start, end, symbol, _, _ = rows[rowid]
-        score = -rank + _boost(concepts, idf, path, symbol, set(doc_terms.split()))
+    for rowid, rank in hits:
+        path, start, end, symbol, doc, _ = rows[rowid]
+        score = -rank + _boost(concepts, idf, path, symbol, set(doc_terms(doc).split()))
         scored.append((score * _length_factor(end - start + 1) * _path_factor(path), rowid))
     context = _class_context(scored, rows)
     ranked = []
     for score, rowid in scored:
         path, start, end, symbol, doc, text = rows[rowid]
         score *= 1.0 + _CLASS_WEIGHT * context.get((path, _owner(symbol)), 0.0)
-        ranked.append(Source(path, start, end, symbol, text, round(score, 4), doc))
+        ranked.append(Source(path, start, end, symbol, store.unpack(text), round(score, 4), doc))
     ranked.sort(key=lambda s: (-s.score, s.path, s.start_line))
     return ranked
 

@@ -4,15 +4,17 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 INDEX_DIRNAME = ".index"
 # Bump when the schema or the token pipeline changes: old indexes are then rebuilt.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-# bm25 column weights (symbol, path, doc, body): a term in the defining symbol's name says far more
-# than one in the body.
+# The index must stay small beside the code (issue 9: at most twice the source bytes). So the FTS5 table
+# is contentless (only the inverted index), chunk text is stored zlib-compressed (``pack``), and a chunk
+# is deleted from the FTS5 table by recomputing its terms from what is stored (index.chunk_terms).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -25,11 +27,12 @@ CREATE TABLE IF NOT EXISTS chunks (
     end_line INTEGER NOT NULL,
     symbol TEXT,
     doc TEXT,
-    text TEXT NOT NULL
+    text BLOB NOT NULL,  -- pack(chunk text)
+    extra TEXT  -- Chunk.extra_terms
 );
 CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks (path);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5 (
-    symbol, path, doc, body, tokenize = 'unicode61 remove_diacritics 2'
+    symbol, path, doc, body, content = '', tokenize = 'unicode61 remove_diacritics 2'
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS chunk_vocab USING fts5vocab (chunk_terms, row);
 -- The call graph, written and read only by callgraph.py: its nodes are the chunks' symbols, and the
@@ -53,9 +56,15 @@ CREATE TABLE IF NOT EXISTS graph_calls (
     PRIMARY KEY (caller, receiver, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS graph_calls_by_name ON graph_calls (name);
-INSERT INTO chunk_terms (chunk_terms, rank)
-    VALUES ('rank', 'bm25(6.0, 2.0, 2.0, 1.0)');
 """
+
+
+def pack(text: str) -> bytes:
+    return zlib.compress(text.encode("utf-8", "surrogatepass"), 6)
+
+
+def unpack(blob: bytes) -> str:
+    return zlib.decompress(blob).decode("utf-8", "surrogatepass")
 
 
 def index_dir(root: Path) -> Path:
