@@ -30,8 +30,6 @@ MAX_NEIGHBOURS = 5  # callers and callees listed per source
 # A bare call of a name imported from a module is recorded with that module: "@module".
 BARE, OWN, UNNAMED, MODULE = "", ".", "?", "@"
 
-_PYTHON_SUFFIXES = (".py", ".pyi", ".pyw")
-_HASH_COMMENT_SUFFIXES = (".rb", ".sh", ".bash", ".pl", ".pm", ".r", ".R")
 _PYTHON_IMPORT_RE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+)?import[ \t]+(\([^)]*\)|[^\n#]*)", re.M)
 # Strings and comments are blanked before looking for calls, so that ``name(`` in a docstring or
 # an example in a comment is not a call. Unrolled string loops: no backtracking on long strings.
@@ -98,8 +96,8 @@ def file_nodes(path: str, chunks: Iterable[Chunk]) -> list[Node]:
 
 def _nodes(path: str, pieces: list[tuple[str, int, str]], module_code: str) -> list[Node]:
     """Nodes from ``(symbol, first line, own text)`` pieces; ``module_code`` is the code outside them."""
-    python = path.endswith(_PYTHON_SUFFIXES)
-    noise = _HASH_NOISE_RE if python or path.endswith(_HASH_COMMENT_SUFFIXES) else _SLASH_NOISE_RE
+    python = language_of(path) == "python"
+    noise = _HASH_NOISE_RE if python else _SLASH_NOISE_RE  # JavaScript, TypeScript and Go: // and /* */
     imported, modules = _python_imports(module_code) if python else ({}, {})
     go = path.endswith(".go")
     nodes: dict[str, Node] = {}
@@ -265,11 +263,7 @@ def resolve(
     """
     namesakes = candidates if isinstance(candidates, Namesakes) else Namesakes(candidates)
     group = fitting(namesakes, caller_owner, receiver)
-    if group is not None:
-        return group.nearest(caller_path)
-    # Nothing says which class: only a method defined right beside the caller is a safe bet.
-    beside = namesakes.methods.by_path.get(caller_path, ())
-    return beside[0].id if len(beside) == 1 else None
+    return group.nearest(caller_path) if group is not None else _beside(namesakes, caller_path)
 
 
 def fitting(namesakes: Namesakes, caller_owner: str, receiver: str) -> _Group | None:
@@ -290,6 +284,12 @@ def fitting(namesakes: Namesakes, caller_owner: str, receiver: str) -> _Group | 
             if found.items:
                 return found
     return None
+
+
+def _beside(namesakes: Namesakes, caller_path: str) -> int | None:
+    """Nothing says which class: only a method defined right beside the caller is a safe bet."""
+    beside = namesakes.methods.by_path.get(caller_path, ())
+    return beside[0].id if len(beside) == 1 else None
 
 
 def _folder(path: str) -> str:
@@ -371,10 +371,7 @@ class _Resolver:
         if key not in self._fitting:
             self._fitting[key] = fitting(namesakes, owner, receiver)
         group = self._fitting[key]
-        if group is not None:
-            return group.nearest(path)
-        beside = namesakes.methods.by_path.get(path, ())
-        return beside[0].id if len(beside) == 1 else None
+        return group.nearest(path) if group is not None else _beside(namesakes, path)
 
 
 _BATCH = 500  # names per IN (...) list: well under SQLite's limit on host parameters
