@@ -11,6 +11,7 @@ the figures.
 
 import argparse
 import importlib.util
+import os
 import shutil
 import statistics
 import sys
@@ -122,6 +123,13 @@ def timed(fn: object) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
+def cpu_timed(fn: object) -> tuple[float, float, object]:
+    """Wall and CPU seconds: on a shared machine the CPU time says what an idle one would take."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -141,7 +149,7 @@ def main() -> None:
             files = build_pallets(root / "bench")
         source_bytes = indexed_bytes(root / "bench")
 
-        cold, stats = timed(lambda: update_index(root, "bench"))
+        cold, cold_cpu, stats = cpu_timed(lambda: update_index(root, "bench"))
         unchanged, _ = timed(lambda: update_index(root, "bench"))
         target = root / "bench" / sorted(stats.read_paths)[len(stats.read_paths) // 2]
         with target.open("a") as handle:
@@ -150,25 +158,31 @@ def main() -> None:
         assert inc_stats.files_read == 1, inc_stats
 
         questions = (QUESTIONS * (1 + args.questions // len(QUESTIONS)))[: args.questions]
-        latencies = [timed(lambda q=q: ask(root, "bench", q, top_k=5))[0] for q in questions]
+        measured = [cpu_timed(lambda q=q: ask(root, "bench", q, top_k=5)) for q in questions]
+        latencies, cpu_latencies = [m[0] for m in measured], [m[1] for m in measured]
         size = sum(p.stat().st_size for p in index_db_path(root, "bench").parent.glob("bench.sqlite3*"))
 
         ratio = size / source_bytes
         p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
+        cpu_p50 = percentile(cpu_latencies, 0.5)
         what = f"{args.site_packages} site-packages files" if args.site_packages else "+".join(PALLETS)
 
         def goal(ok: bool, text: str) -> str:
             return f"{text} ({'met' if ok else 'MISSED'})"
 
+        load = os.getloadavg()[0]
+        print(f"Load average while measuring: {load:.1f} on {os.cpu_count()} CPUs (wall times grow with it)")
         print(f"Workspace: {what}: {files} files, {stats.files_seen} indexable ({source_bytes / 1e6:.1f} MB), "
               f"{stats.chunks} chunks; Python {sys.version.split()[0]}\n")  # fmt: skip
         print("| measurement | value | goal |")
         print("| --- | --- | --- |")
         print(f"| cold index ({stats.files_read} files read) | {cold:.2f} s | {goal(cold < COLD_GOAL, '< 5 s')} |")
+        print(f"| cold index, CPU time | {cold_cpu:.2f} s | {goal(cold_cpu < COLD_GOAL, '< 5 s')} |")
         print(f"| incremental update (1 file changed) | {incremental * 1000:.0f} ms | |")
         print(f"| no-change update (stat only) | {unchanged * 1000:.0f} ms | |")
         print(f"| ask p50 ({len(latencies)} questions, each with its update check) | {p50 * 1000:.0f} ms | "
               f"{goal(p50 < ASK_P50_GOAL, '< 50 ms')} |")  # fmt: skip
+        print(f"| ask p50, CPU time | {cpu_p50 * 1000:.0f} ms | {goal(cpu_p50 < ASK_P50_GOAL, '< 50 ms')} |")
         print(f"| ask p95 | {p95 * 1000:.0f} ms | |")
         print(f"| ask mean | {statistics.fmean(latencies) * 1000:.0f} ms | |")
         print(f"| index size | {size / 1e6:.1f} MB = {ratio:.2f}x the indexed source bytes | "

@@ -66,10 +66,11 @@ def overview_for(root: Path, workspace_id: str, question: str, matched: bool, to
 
 def _project_folder(paths: list[str]) -> str | None:
     """The one folder holding the whole workspace, when it has a README or a manifest of its own."""
-    tops = {path.split("/", 1)[0] if "/" in path else None for path in paths}
-    if len(tops) != 1 or None in tops:
+    # ``paths`` are sorted, so every path shares the first one's folder when the last one does.
+    first, last = paths[0], paths[-1]
+    top = first.split("/", 1)[0]
+    if "/" not in first or not last.startswith(top + "/"):
         return None
-    top = tops.pop()
     inside = {path[len(top) + 1 :] for path in paths if path.count("/") == 1}
     markers = ("pyproject.toml", "setup.py", "setup.cfg", "package.json", "go.mod")
     return top if any(README_RE.match(name) or name in markers for name in inside) else None
