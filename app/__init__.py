@@ -55,7 +55,8 @@ def create_app(config: Config | None = None) -> Flask:
     init_services(app, config, limiter.storage)
 
     from app import errors, security, setup, web
-    from app.api.routes import bp as api_bp
+    from app.api import bp as api_bp
+    from app.api import openapi, routes  # noqa: F401  (importing them adds their views to bp)
 
     app.register_blueprint(api_bp)
     web.register(app)

@@ -14,14 +14,15 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from app import accounts, storeadmin
+from app import accounts
 from app.accounts import AccountRefused
 from app.ask.errors import AskError
+from app.documents import storeadmin
+from app.documents.sharedfile import StoreUnavailable, StoreWriteError
 from app.inputs import KEY_EXPIRY_DAYS
 from app.keys.store import KeyRequestError, key_status
 from app.names import shown
 from app.services import services
-from app.sharedfile import StoreUnavailable, StoreWriteError
 from app.users.store import UserError
 
 user_cli = AppGroup("user", help="Manage users.")
@@ -272,7 +273,7 @@ def workspace_delete(workspace_id: str) -> None:
 
 
 def _configured_stores():
-    from app.storeadmin import Stores
+    from app.documents.storeadmin import Stores
 
     svc = services()
     return Stores(svc.keys, svc.users)

@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.sharedfile import create_once
+from app.documents.sharedfile import create_once
 
 log = logging.getLogger("askgate")
 

@@ -1,18 +1,52 @@
-"""Error pages and JSON errors: no input ever produces a stack trace."""
+"""Error pages and JSON errors (``json_error``: the one shape of every API error); never a stack trace."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, render_template, request
+from flask import Flask, Response, jsonify, render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from app.api.errors import MESSAGES, json_error
-from app.sharedfile import StoreUnavailable, StoreWriteError
+from app.documents.sharedfile import StoreUnavailable, StoreWriteError
 
 log = logging.getLogger("askgate")
+
+MESSAGES = {
+    400: "Bad request",
+    401: "Invalid API key",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    429: "Rate limit exceeded",
+    500: "Internal server error",
+    503: "Service unavailable",
+    507: "Insufficient storage",
+}
+
+
+def json_error(status: int, message: str | None = None, headers: dict | None = None) -> Response:
+    """The one shape of every API error: ``{"error": message}`` with the status."""
+    response = jsonify(error=message or MESSAGES.get(status, "Error"))
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+class APIError(Exception):
+    """Raised by API views for an expected refusal; rendered by ``json_error``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
 
 PAGE_MESSAGES = {
     400: "The request could not be understood.",

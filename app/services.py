@@ -11,8 +11,8 @@ from app.ask.llm import LLMSettings
 from app.auth.ipallow import IPAllowlist
 from app.auth.limits import ClientLimits
 from app.config import Config
+from app.documents.storeadmin import Stores
 from app.keys.store import KeyStore
-from app.storeadmin import Stores
 from app.users.store import UserStore
 
 EXTENSION_NAME = "askgate"

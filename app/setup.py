@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from app.sharedfile import StoreUnavailable, create_once
+from app.documents.sharedfile import StoreUnavailable, create_once
 from app.users.store import UserStore
 
 TOKEN_FILE = ".setup-token"  # noqa: S105  (a file name)

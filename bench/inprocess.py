@@ -34,9 +34,9 @@ from app import create_app  # noqa: E402
 from app.auth.ipallow import IPAllowlist  # noqa: E402
 from app.auth.principal import Principal, resolve_principal  # noqa: E402
 from app.config import load_config, parse_allowed_ips  # noqa: E402
+from app.documents.sharedfile import atomic_write  # noqa: E402
 from app.keys import format as keyformat  # noqa: E402
 from app.keys.store import FILE_NAME, SCHEMA_VERSION, iso, utcnow  # noqa: E402
-from app.sharedfile import atomic_write  # noqa: E402
 from app.users.store import UserStore  # noqa: E402
 from bench.bare_app import REFERENCE_PATH  # noqa: E402
 from bench.bare_app import create_app as create_bare_app  # noqa: E402

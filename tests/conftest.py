@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-import app.sharedfile as sharedfile
+import app.documents.sharedfile as sharedfile
 from app import create_app
 from app.config import load_config
 

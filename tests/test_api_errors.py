@@ -211,7 +211,7 @@ def test_a_store_write_failure_is_a_json_error_and_a_log_line(client, monkeypatc
     import errno
     import logging
 
-    from app import sharedfile
+    from app.documents import sharedfile
 
     def disk_full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -477,7 +477,7 @@ def test_last_used_is_recorded_without_a_write_per_request(client, auth):
 
 
 def test_requests_do_not_parse_unchanged_store_files(client, auth, monkeypatch):
-    import app.sharedfile as sharedfile
+    import app.documents.sharedfile as sharedfile
 
     auth.create_user("alice")
     key = auth.new_key("alice")

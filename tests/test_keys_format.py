@@ -93,7 +93,7 @@ def test_typo_is_refused_without_reading_the_store(tmp_path):
     key = generate_key()
     typo = key[:-1] + ("A" if key[-1] != "A" else "B")
     assert store.lookup(typo) is None
-    from app.sharedfile import StoreUnavailable
+    from app.documents.sharedfile import StoreUnavailable
 
     with pytest.raises(StoreUnavailable):
         store.lookup(key)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import app.sharedfile as sharedfile
+import app.documents.sharedfile as sharedfile
+from app.documents.sharedfile import StoreUnavailable
 from app.keys.format import digest
 from app.keys.store import KeyRequestError, KeyStore, iso, key_status, parse_iso, public_view
-from app.sharedfile import StoreUnavailable
 
 ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 FIELDS = {"id", "name", "owner", "prefix", "digest", "created_at", "expires_at", "revoked_at", "last_used_at"}

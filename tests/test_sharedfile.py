@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import app.sharedfile as sharedfile
-from app.sharedfile import SharedJSONFile, StoreUnavailable, StoreWriteError
+import app.documents.sharedfile as sharedfile
+from app.documents.sharedfile import SharedJSONFile, StoreUnavailable, StoreWriteError
 
 
 def _validate(raw):

@@ -6,11 +6,11 @@ import threading
 
 import pytest
 
-from app import storeadmin
+from app.documents import storeadmin
+from app.documents.sharedfile import StoreUnavailable
+from app.documents.storeadmin import Stores
 from app.keys.format import digest
 from app.keys.store import KeyStore
-from app.sharedfile import StoreUnavailable
-from app.storeadmin import Stores
 from app.users.store import UserStore
 
 PASSWORD = "correct horse battery"

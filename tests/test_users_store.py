@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.sharedfile import StoreUnavailable
+from app.documents.sharedfile import StoreUnavailable
 from app.users.store import UserError, UserStore
 
 PASSWORD = "correct horse battery"

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from flask import jsonify
 
-from app.api.errors import MESSAGES
-from app.api.routes import bp
+from app.api import bp
 from app.ask.callgraph import MAX_NEIGHBOURS
 from app.ask.indexstate import STATES
+from app.errors import MESSAGES
 from app.extensions import limiter
 from app.inputs import KEY_EXPIRY_DAYS, KEY_NAME_MAX, QUESTION_MAX, TOP_K_DEFAULT, TOP_K_MAX, TOP_K_MIN, WORKSPACE_ID_RE
 

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, request
+from flask import g, jsonify, request
 
 from app import accounts
 from app.accounts import AccountRefused
-from app.api.errors import APIError, json_error
+from app.answer_html import render_result
+from app.api import bp
 from app.ask.engine import ask as ask_engine
 from app.ask.errors import AskError, IndexFailed, IndexNotReady, WorkspaceNotFound
 from app.ask.workspaces import is_valid_workspace_id, list_workspaces
 from app.auth.hook import protect_api
 from app.auth.limits import LimitReached
+from app.errors import APIError, json_error
 from app.extensions import limiter
 from app.inputs import QUESTION_MAX, TOP_K_DEFAULT
 from app.keys.store import KeyRequestError, public_view
 from app.names import name_problem
 from app.services import services
-from app.web.ask import render_result
 
-bp = Blueprint("api", __name__, url_prefix="/api")
 protect_api(bp)
 
 
@@ -161,6 +161,3 @@ def update_key(key_id: str):
 def delete_key(key_id: str):
     accounts.delete_key(_actor(), key_id)
     return "", 204
-
-
-from app.api import openapi  # noqa: E402,F401  (registers /api/openapi.json)

@@ -9,8 +9,8 @@ import time
 
 from flask import Blueprint, Response, g, request
 
-from app.api.errors import json_error
 from app.auth.principal import AuthFailure, current_principal
+from app.errors import json_error
 from app.extensions import csrf, limiter
 from app.services import services
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from flask import Request, g, request
 from flask_login import current_user
 
+from app.documents.sharedfile import StoreUnavailable, StoreWriteError
 from app.keys.store import key_status, parse_iso, public_view
 from app.services import services
-from app.sharedfile import StoreUnavailable, StoreWriteError
 
 log = logging.getLogger("askgate.auth")
 

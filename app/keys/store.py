@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from app.documents.sharedfile import open_document
 from app.inputs import KEY_EXPIRY_DAYS, KEY_NAME_MAX
 from app.keys.format import digest, display_prefix, generate_key, is_well_formed
 from app.names import name_problem
-from app.sharedfile import open_document
 
 FILE_NAME = "api-keys.json"
 SCHEMA_VERSION = 1

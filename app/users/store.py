@@ -11,10 +11,10 @@ from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from app.documents.sharedfile import StoreUnavailable, StoreWriteError, open_document
 from app.inputs import PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, USERNAME_RE
 from app.keys.store import iso, utcnow
 from app.names import name_problem
-from app.sharedfile import StoreUnavailable, StoreWriteError, open_document
 
 FILE_NAME = "users.json"
 SCHEMA_VERSION = 1

@@ -9,9 +9,9 @@ from flask_login import current_user, login_user, logout_user
 
 from app import accounts, setup
 from app.auth.limits import address_bucket
+from app.documents.sharedfile import StoreUnavailable
 from app.extensions import limiter, login_manager
 from app.services import services
-from app.sharedfile import StoreUnavailable
 from app.users.store import User, UserError
 from app.web.forms import LoginForm, SetupForm
 

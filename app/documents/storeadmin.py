@@ -5,13 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.documents import StoreAdminError, StoreUnavailable
 from app.keys.store import KeyStore
-from app.sharedfile import StoreUnavailable
 from app.users.store import UserStore
-
-
-class StoreAdminError(Exception):
-    """A maintenance step that cannot be done; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +21,7 @@ class Stores:
         if location == "files":
             return cls(KeyStore(workspaces_dir), UserStore(workspaces_dir))
         if location.startswith(("redis://", "rediss://", "unix://")):
-            from app.redisdoc import redis_client
+            from app.documents.redisdoc import redis_client
 
             client = redis_client(location)
             return cls(KeyStore(redis_client=client), UserStore(redis_client=client))

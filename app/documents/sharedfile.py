@@ -19,21 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from app.documents import StoreUnavailable, StoreWriteError
+
 log = logging.getLogger("askgate.store")
 
 FILE_MODE = 0o600
-
-
-class StoreUnavailable(Exception):
-    """The file cannot be read or parsed; callers fail closed and never overwrite it."""
-
-
-class StoreWriteError(Exception):
-    """A change could not be written (disk full, read-only folder); the previous file is intact."""
-
-    def __init__(self, message: str, *, disk_full: bool = False) -> None:
-        super().__init__(message)
-        self.disk_full = disk_full
 
 
 class SharedJSONFile:
@@ -243,7 +233,7 @@ def open_document(
 ):
     """The store document ``name``: a file in ``workspaces_dir``, or a Redis key when a client is given."""
     if redis_client is not None:
-        from app.redisdoc import RedisDocument
+        from app.documents.redisdoc import RedisDocument  # only when Redis is used: redis-py is then loaded
 
         return RedisDocument(redis_client, f"{redis_prefix}:{name}", **options)
     return SharedJSONFile(Path(workspaces_dir) / name, **options)

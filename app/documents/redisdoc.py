@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from app.sharedfile import StoreUnavailable, StoreWriteError
+from app.documents import StoreUnavailable, StoreWriteError
 
 log = logging.getLogger("askgate.store")
 

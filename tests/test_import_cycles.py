@@ -1,0 +1,116 @@
+"""No module of the app imports one that imports it back, at any depth, lazy imports (inside functions) included.
+
+Imports are read from the source with ``ast``, so an import inside a function counts as much as one at the top.
+``from package import module`` is an import of that module. Importing ``a.b.c`` also runs the ``__init__`` of ``a``
+and ``a.b``: those count too, except the importer's own parent packages, which Python has already begun to run.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+PACKAGE = "app"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in sorted((ROOT / PACKAGE).rglob("*.py"))}
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = name.split(".") if is_package else name.split(".")[:-1]
+                    anchor = anchor[: len(anchor) - (node.level - 1)]
+                    base = ".".join([*anchor, base] if base else anchor)
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+            for target in targets:
+                while target and target not in files:  # import a.b.c of a module a.b: the module a.b
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+                own_parents = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+                parts = target.split(".")
+                for i in range(1, len(parts)):
+                    parent = ".".join(parts[:i])
+                    if parent in files and parent not in own_parents and parent != name:
+                        graph[name].add(parent)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_the_detector_finds_a_cycle_through_a_lazy_import():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_the_graph_reads_lazy_and_relative_imports():
+    graph = import_graph()
+    assert "app.api" in graph["app.api.routes"]  # from app.api import bp
+    assert "app.ask.store" in graph["app.ask.index"]  # from app.ask import store
+    assert "app.ask" not in graph["app.ask.index"]  # its own package: already being run
+    assert {"app.ask", "app.ask.workspaces"} <= graph["app.cli"]  # lazy, in a function; app.ask runs first
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+def _imports_between(graph: dict[str, set[str]], source: str, target: str) -> list[tuple[str, str]]:
+    inside = lambda module, package: module == package or module.startswith(package + ".")  # noqa: E731
+    return sorted((a, b) for a, bs in graph.items() if inside(a, source) for b in bs if inside(b, target))
+
+
+def test_the_api_guard_and_the_api_and_the_pages_stay_apart():
+    graph = import_graph()
+    assert _imports_between(graph, "app.auth", "app.api") == []  # the API uses the guard, never the reverse
+    assert _imports_between(graph, "app.api", "app.web") == []  # the answer renderer is app.answer_html
+    assert _imports_between(graph, "app.web", "app.api") == []
