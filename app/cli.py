@@ -14,7 +14,8 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from app import storeadmin
+from app import accounts, storeadmin
+from app.accounts import AccountRefused
 from app.ask.errors import AskError
 from app.inputs import KEY_EXPIRY_DAYS
 from app.keys.store import KeyRequestError, key_status
@@ -27,6 +28,7 @@ user_cli = AppGroup("user", help="Manage users.")
 key_cli = AppGroup("key", help="Manage API keys.")
 workspace_cli = AppGroup("workspace", help="Manage workspaces of code.")
 store_cli = AppGroup("store", help="Check, restore and migrate the key and user store.")
+OPERATOR = accounts.Actor.operator()  # whoever runs these commands on the server
 
 
 def _fail(message: str) -> None:
@@ -47,7 +49,7 @@ def _guard(func):
     def wrapped(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (UserError, KeyRequestError, StoreUnavailable, StoreWriteError, AskError) as exc:
+        except (UserError, KeyRequestError, AccountRefused, StoreUnavailable, StoreWriteError, AskError) as exc:
             _fail(str(exc))
 
     return wrapped
@@ -60,12 +62,7 @@ def _guard(func):
 @_guard
 def user_create(name: str, admin: bool, password_stdin: bool) -> None:
     """Create a user (the first one can be the admin instead of using /setup)."""
-    from app import setup
-
-    password = _read_password(password_stdin)
-    user = services().users.create(name, password, "admin" if admin else "member")
-    if user.is_admin:  # an admin exists now: the setup page has done its job
-        setup.discard_token(services().config.workspaces_dir)
+    user = accounts.create_user(OPERATOR, name, _read_password(password_stdin), admin)
     click.echo(f"Created {user.role} {user.username}.")
 
 
@@ -83,8 +80,7 @@ def user_list() -> None:
 @_guard
 def user_disable(name: str) -> None:
     """Disable a user: ends their sessions and revokes their keys."""
-    user = services().users.set_disabled(name, True)
-    revoked = services().keys.revoke_owner(user.username)
+    user, revoked = accounts.disable_user(OPERATOR, name)
     click.echo(f"Disabled {user.username}; revoked {revoked} key(s).")
 
 
@@ -93,7 +89,7 @@ def user_disable(name: str) -> None:
 @_guard
 def user_enable(name: str) -> None:
     """Let a disabled user sign in again (their old keys stay revoked)."""
-    user = services().users.set_disabled(name, False)
+    user = accounts.enable_user(OPERATOR, name)
     click.echo(f"Enabled {user.username}.")
 
 
@@ -103,7 +99,7 @@ def user_enable(name: str) -> None:
 @_guard
 def user_passwd(name: str, password_stdin: bool) -> None:
     """Set a user's password (ends their sessions)."""
-    user = services().users.set_password(name, _read_password(password_stdin, "New password"))
+    user = accounts.change_password(OPERATOR, name, _read_password(password_stdin, "New password"))
     click.echo(f"Password of {user.username} changed.")
 
 
@@ -114,14 +110,9 @@ def user_passwd(name: str, password_stdin: bool) -> None:
 @_guard
 def key_create(username: str, name: str, expires_in_days: str | None) -> None:
     """Create a key and print only the key on stdout (it is never shown again)."""
-    user = services().users.get(username)
-    if user is None:
-        _fail(f"No user named {username!r}")
-    if user.disabled:
-        _fail(f"User {username!r} is disabled")
     days = int(expires_in_days) if expires_in_days else None
-    new = services().keys.create(user.username, name, days)
-    click.echo(f"Created key {new.record['id']} ({new.record['prefix']}…) for {user.username}.", err=True)
+    new = accounts.create_key_for(OPERATOR, username, name, days)
+    click.echo(f"Created key {new.record['id']} ({new.record['prefix']}…) for {new.record['owner']}.", err=True)
     click.echo(new.key)
 
 
@@ -151,8 +142,9 @@ def key_list(username: str | None) -> None:
 @_guard
 def key_revoke(key_id: str) -> None:
     """Revoke a key by id."""
-    record = services().keys.revoke(key_id)
-    if record is None:
+    try:
+        record = accounts.revoke_key(OPERATOR, key_id)
+    except AccountRefused:
         _fail(f"No key with id {key_id!r} (see: flask --app wsgi key list)")
     click.echo(f"Revoked {record['id']} ({record['prefix']}…).")
 
@@ -165,12 +157,8 @@ def key_revoke(key_id: str) -> None:
 @_guard
 def workspace_import(workspace_id: str, path: str, replace: bool, wait: bool) -> None:
     """Create workspace WORKSPACE_ID from a folder, a .zip or a .tar.gz, then index it in the background."""
-    from pathlib import Path
-
-    from app.ask.importer import import_workspace
-
     root = services().config.workspaces_dir
-    result = import_workspace(root, workspace_id, Path(path), replace=replace)
+    result = accounts.import_workspace_from(OPERATOR, workspace_id, path=Path(path), replace=replace)
     click.echo(f"Imported {result['file_count']} files ({result['size_bytes']} bytes) into workspace {result['id']}.")
     command = None if wait else _background_index_command(result["id"])
     if command is None:
@@ -279,9 +267,7 @@ def workspace_list() -> None:
 @_guard
 def workspace_delete(workspace_id: str) -> None:
     """Delete a workspace and its index."""
-    from app.ask.workspaces import delete_workspace
-
-    delete_workspace(services().config.workspaces_dir, workspace_id)
+    accounts.delete_workspace(OPERATOR, workspace_id)
     click.echo(f"Deleted workspace {workspace_id}.")
 
 

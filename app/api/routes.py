@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
 
+from app import accounts
+from app.accounts import AccountRefused
 from app.api.errors import APIError, json_error
 from app.ask.engine import ask as ask_engine
 from app.ask.errors import AskError, IndexFailed, IndexNotReady, WorkspaceNotFound
-from app.ask.workspaces import delete_workspace as remove_workspace
 from app.ask.workspaces import is_valid_workspace_id, list_workspaces
 from app.auth.hook import protect_api
 from app.auth.limits import LimitReached
@@ -25,6 +26,11 @@ protect_api(bp)
 @bp.errorhandler(APIError)
 def _api_error(exc: APIError):
     return json_error(exc.status, exc.message)
+
+
+@bp.errorhandler(AccountRefused)
+def _refused(exc: AccountRefused):
+    return json_error(exc.status, str(exc))
 
 
 def json_body() -> dict:
@@ -99,63 +105,31 @@ def workspaces():
 @bp.delete("/workspaces/<workspace_id>")
 def delete_workspace(workspace_id: str):
     """Admins only (session admin or the admin key): removes the folder and its index."""
-    if not g.principal.is_admin or g.principal.auth_method not in ("session", "admin_key"):
-        raise APIError(403, "Deleting a workspace needs an admin session or the admin key")
     try:
-        remove_workspace(services().config.workspaces_dir, workspace_id)
+        accounts.delete_workspace(_actor(), workspace_id)
     except WorkspaceNotFound:
         raise APIError(404, "Workspace not found") from None
     return "", 204
 
 
 # -- key management -------------------------------------------------------------------------------------
-def _require_key_manager():
-    """Only a session or the admin key may manage keys: a leaked key must not mint more keys."""
-    if g.principal.auth_method not in ("session", "admin_key"):
-        raise APIError(403, "Key management needs a dashboard session or the admin key")
-    return g.principal
-
-
-def _visible_key(key_id: str) -> dict:
-    principal = _require_key_manager()
-    record = services().keys.get(key_id)
-    if record is None or (not principal.is_admin and record["owner"] != principal.user):
-        raise APIError(404, "Key not found")  # not 403: ids of other users' keys do not leak
-    return record
+def _actor() -> accounts.Actor:
+    principal = g.principal
+    return accounts.Actor(principal.auth_method, principal.user, principal.is_admin)
 
 
 @bp.get("/keys")
 def list_keys():
-    principal = _require_key_manager()
-    owner = None if principal.is_admin else principal.user
-    return jsonify(keys=[public_view(r) for r in services().keys.list(owner)])
+    return jsonify(keys=[public_view(r) for r in accounts.visible_keys(_actor())])
 
 
 @bp.post("/keys")
 def create_key():
-    principal = _require_key_manager()
+    actor = _actor()
+    accounts.require_key_manager(actor)
     body = json_body()
-    owner = principal.user
-    if "user" in body and body["user"] is not None:
-        if not principal.is_admin:
-            raise APIError(403, "Only an admin can create keys for another user")
-        owner = body["user"]
-    if owner is None:
-        raise APIError(400, 'The admin key belongs to no user: say whose key this is with "user"')
-    if not isinstance(owner, str):
-        raise APIError(400, "user must be a username")
-    target = services().users.get(owner)
-    if target is None:
-        raise APIError(400, f"No user named {owner!r}")
-    if target.disabled:
-        raise APIError(400, f"User {owner!r} is disabled")
-    expires = body.get("expires_in_days")
-    if isinstance(expires, bool) or not (expires is None or isinstance(expires, int)):
-        raise APIError(400, "expires_in_days must be 30, 90, 365, or null for never")
     try:
-        new = services().keys.create(
-            target.username, body.get("name"), expires, admit=lambda: services().limits.admit_key_creation(target.id)
-        )
+        new = accounts.create_key_for(actor, body.get("user"), body.get("name"), body.get("expires_in_days"))
     except KeyRequestError as exc:
         raise APIError(400, str(exc)) from None
     except LimitReached as exc:
@@ -171,7 +145,8 @@ def create_key():
 
 @bp.patch("/keys/<key_id>")
 def update_key(key_id: str):
-    record = _visible_key(key_id)
+    actor = _actor()
+    record = accounts.find_key(actor, key_id)
     body = json_body()
     if set(body) != {"active"} or not isinstance(body["active"], bool):
         raise APIError(400, 'Send {"active": false} to revoke the key')
@@ -179,13 +154,12 @@ def update_key(key_id: str):
         if record["revoked_at"]:
             raise APIError(400, "A revoked key cannot be made active again; create a new key")
         return jsonify(public_view(record))
-    return jsonify(public_view(services().keys.revoke(key_id)))
+    return jsonify(public_view(accounts.revoke_key(actor, key_id)))
 
 
 @bp.delete("/keys/<key_id>")
 def delete_key(key_id: str):
-    _visible_key(key_id)
-    services().keys.delete(key_id)
+    accounts.delete_key(_actor(), key_id)
     return "", 204
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user
 
+from app import accounts
+from app.accounts import AccountRefused
 from app.auth.limits import LimitReached
 from app.keys.store import KeyRequestError, key_status, public_view
 from app.services import services
@@ -93,13 +95,8 @@ def security():
         return redirect(url_for("account.security"), 303)
     expiry = None if form.expiry.data == "never" else int(form.expiry.data)
     try:
-        new = services().keys.create(
-            current_user.username,
-            form.name.data,
-            expiry,
-            admit=lambda: services().limits.admit_key_creation(current_user.id),
-        )
-    except KeyRequestError as exc:
+        new = accounts.create_key_for(accounts.Actor.signed_in(current_user), None, form.name.data, expiry)
+    except (KeyRequestError, AccountRefused) as exc:
         form.name.errors.append(str(exc))
         return _render(key_form=form)
     except LimitReached as exc:
@@ -117,12 +114,11 @@ def revoke():
     form = RevokeKeyForm()
     if not form.validate_on_submit():
         abort(400)
-    keys = services().keys
-    record = keys.get(form.key_id.data)
-    if record is None or (record["owner"] != current_user.username and not current_user.is_admin):
+    try:
+        record = accounts.revoke_key(accounts.Actor.signed_in(current_user), form.key_id.data)
+    except AccountRefused:
         flash("That key does not exist.", "error")
     else:
-        keys.revoke(record["id"])
         flash(f"Key “{record['name']}” ({record['prefix']}…) is revoked. Requests with it now get 401.", "success")
     return redirect(url_for("account.security"), 303)
 
@@ -132,17 +128,20 @@ def revoke():
 def change_password():
     form = ChangePasswordForm()
     if form.validate_on_submit():
-        users = services().users
-        if not users.authenticate(current_user.username, form.current_password.data):
-            form.current_password.errors.append("That is not your current password.")
+        try:
+            user = accounts.change_password(
+                accounts.Actor.signed_in(current_user),
+                current_user.username,
+                form.new_password.data,
+                current_password=form.current_password.data,
+            )
+        except AccountRefused as exc:
+            form.current_password.errors.append(str(exc))
+        except UserError as exc:
+            form.new_password.errors.append(str(exc))
         else:
-            try:
-                user = users.set_password(current_user.username, form.new_password.data)
-            except UserError as exc:
-                form.new_password.errors.append(str(exc))
-            else:
-                # The new session version ends every other session; this one continues.
-                login_user(user)
-                flash("Password changed. Your other sessions are signed out.", "success")
-                return redirect(url_for("account.security"), 303)
+            # The new session version ends every other session; this one continues.
+            login_user(user)
+            flash("Password changed. Your other sessions are signed out.", "success")
+            return redirect(url_for("account.security"), 303)
     return _render(password_form=form), 400

@@ -7,6 +7,8 @@ from functools import wraps
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
+from app import accounts
+from app.accounts import AccountRefused
 from app.services import services
 from app.users.store import UserError
 from app.web.forms import AddUserForm, ResetPasswordForm, UserActionForm
@@ -23,6 +25,10 @@ def admin_required(view):
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def _actor() -> accounts.Actor:
+    return accounts.Actor.signed_in(current_user)
 
 
 def _render(add_form: AddUserForm | None = None, status: int = 200):
@@ -50,9 +56,7 @@ def add_user():
     form = AddUserForm()
     if form.validate_on_submit():
         try:
-            user = services().users.create(
-                form.username.data, form.password.data, "admin" if form.admin.data else "member"
-            )
+            user = accounts.create_user(_actor(), form.username.data, form.password.data, bool(form.admin.data))
         except UserError as exc:
             form.username.errors.append(str(exc))
         else:
@@ -67,16 +71,11 @@ def disable_user():
     form = UserActionForm()
     if not form.validate_on_submit():
         abort(400)
-    name = form.username.data
-    if name.lower() == current_user.username.lower():
-        flash("You cannot disable your own account.", "error")
-        return redirect(url_for("admin.users"), 303)
     try:
-        user = services().users.set_disabled(name, True)
-    except UserError as exc:
+        user, revoked = accounts.disable_user(_actor(), form.username.data)
+    except (UserError, AccountRefused) as exc:
         flash(str(exc), "error")
     else:
-        revoked = services().keys.revoke_owner(user.username)
         flash(f"{user.username} is disabled: signed out everywhere, {revoked} key(s) revoked.", "success")
     return redirect(url_for("admin.users"), 303)
 
@@ -88,7 +87,7 @@ def enable_user():
     if not form.validate_on_submit():
         abort(400)
     try:
-        user = services().users.set_disabled(form.username.data, False)
+        user = accounts.enable_user(_actor(), form.username.data)
     except UserError as exc:
         flash(str(exc), "error")
     else:
@@ -102,7 +101,7 @@ def reset_password():
     form = ResetPasswordForm()
     if form.validate_on_submit():
         try:
-            user = services().users.set_password(form.username.data, form.password.data)
+            user = accounts.change_password(_actor(), form.username.data, form.password.data)
         except UserError as exc:
             flash(str(exc), "error")
         else:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
-from app import setup
+from app import accounts, setup
 from app.auth.limits import address_bucket
 from app.extensions import limiter, login_manager
 from app.services import services
@@ -132,11 +132,10 @@ def first_admin():
     form = SetupForm(token=token)
     if form.validate_on_submit():
         try:
-            user = services().users.create(form.username.data, form.password.data, "admin", only_if_empty=True)
+            user = accounts.create_first_admin(form.username.data, form.password.data)
         except UserError as exc:
             flash(str(exc), "error")
         else:
-            setup.discard_token(workspaces_dir)
             start_session(user)
             flash(f"Welcome, {user.username}. You are the first admin of this Askgate.", "success")
             return redirect(url_for("dashboard.home"))

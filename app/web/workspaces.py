@@ -9,10 +9,11 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, jsonify, redirect, url_for
 from flask_login import current_user, login_required
 
+from app import accounts
+from app.accounts import AccountRefused
 from app.ask import indexjobs
 from app.ask.errors import AskError
-from app.ask.importer import import_archive_stream
-from app.ask.workspaces import delete_workspace, workspace_dir, workspace_states
+from app.ask.workspaces import workspace_dir, workspace_states
 from app.services import services
 from app.web.forms import DeleteWorkspaceForm, IndexWorkspaceForm, UploadWorkspaceForm
 
@@ -28,19 +29,18 @@ def upload():
             for error in errors:
                 flash(f"Upload refused: {error}", "error")
         return redirect(url_for("dashboard.home"), 303)
-    replace = bool(form.replace.data)
-    if replace and not current_user.is_admin:
-        flash("Only an admin can replace an existing workspace.", "error")
-        return redirect(url_for("dashboard.home"), 303)
     upload = form.archive.data
     try:
-        result = import_archive_stream(
-            services().config.workspaces_dir,
-            form.workspace_id.data.strip(),
-            upload.stream,
-            upload.filename or "",
-            replace=replace,
+        result = accounts.import_workspace_from(
+            accounts.Actor.signed_in(current_user),
+            form.workspace_id.data,
+            stream=upload.stream,
+            filename=upload.filename or "",
+            replace=bool(form.replace.data),
         )
+    except AccountRefused as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("dashboard.home"), 303)
     except AskError as exc:
         flash(f"Upload refused: {exc}", "error")
     else:
@@ -100,13 +100,13 @@ def index():
 @bp.post("/delete")
 @login_required
 def delete():
-    if not current_user.is_admin:
-        abort(403)
+    if not accounts.may_delete_workspaces(accounts.Actor.signed_in(current_user)):
+        abort(403)  # before the form: a member learns nothing from it
     form = DeleteWorkspaceForm()
     if not form.validate_on_submit():
         abort(400)
     try:
-        delete_workspace(services().config.workspaces_dir, form.workspace_id.data)
+        accounts.delete_workspace(accounts.Actor.signed_in(current_user), form.workspace_id.data)
     except AskError as exc:
         flash(str(exc), "error")
     else:

@@ -1,0 +1,197 @@
+"""Every account action, once: the pages, the API and the command line all call these.
+
+Each function checks the rule, changes the store and returns what happened; the acting ``Actor`` is passed in.
+A refusal is an ``AccountRefused`` (its ``status`` says which kind); invalid names and passwords stay the
+stores' own ``UserError`` and ``KeyRequestError``, the key-creation throttle ``LimitReached``. No Flask ``request``
+here: the caller says who is acting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from app import setup
+from app.ask.importer import import_archive_stream, import_workspace
+from app.ask.workspaces import delete_workspace as remove_workspace
+from app.inputs import KEY_EXPIRY_DAYS
+from app.keys.store import NewKey
+from app.services import services
+from app.users.store import User
+
+# The ways in that may manage keys: a leaked key must not mint more keys.
+KEY_MANAGERS = ("session", "admin_key", "cli")
+# Deleting a workspace changes what every key answers from: an admin session, the admin key or the operator.
+WORKSPACE_ADMINS = ("session", "admin_key", "cli")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: how they came in (``via``: session, dashboard_key, admin_key, client_key or cli), as which user."""
+
+    via: str
+    user: str | None
+    is_admin: bool
+
+    @classmethod
+    def operator(cls) -> Actor:
+        """Whoever runs the command line on the server: the operator, with every right."""
+        return cls("cli", None, True)
+
+    @classmethod
+    def signed_in(cls, user: User) -> Actor:
+        return cls("session", user.username, user.is_admin)
+
+
+class AccountRefused(Exception):
+    """The rule says no; ``status`` is 400 (bad request), 403 (not allowed) or 404 (nothing the actor may see)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- users ------------------------------------------------------------------------------------------------------
+def create_first_admin(username: str, password: str) -> User:
+    """The first user, an admin, only while there are none; the setup token has then done its job."""
+    user = services().users.create(username, password, "admin", only_if_empty=True)
+    setup.discard_token(services().config.workspaces_dir)
+    return user
+
+
+def create_user(actor: Actor, username: str, password: str, admin: bool = False) -> User:
+    _require_admin(actor)
+    user = services().users.create(username, password, "admin" if admin else "member")
+    if user.is_admin:  # an admin exists now: the setup page has done its job
+        setup.discard_token(services().config.workspaces_dir)
+    return user
+
+
+def disable_user(actor: Actor, username: str) -> tuple[User, int]:
+    """Disable a user: their sessions end and every key of theirs is revoked. Returns the user and the count."""
+    _require_admin(actor)
+    if actor.user is not None and username.lower() == actor.user.lower():
+        raise AccountRefused("You cannot disable your own account.")
+    user = services().users.set_disabled(username, True)
+    return user, services().keys.revoke_owner(user.username)
+
+
+def enable_user(actor: Actor, username: str) -> User:
+    """Let a disabled user sign in again; their old keys stay revoked."""
+    _require_admin(actor)
+    return services().users.set_disabled(username, False)
+
+
+def change_password(actor: Actor, username: str, new_password: str, current_password: str | None = None) -> User:
+    """Set a password (every session of the user ends): one's own with the current password, anyone's as admin."""
+    users = services().users
+    if current_password is not None:
+        if actor.user is None or actor.user.lower() != username.lower():
+            raise AccountRefused("Only the user can change their password with the current one", 403)
+        if not users.authenticate(username, current_password):
+            raise AccountRefused("That is not your current password.")
+    else:
+        _require_admin(actor)
+    return users.set_password(username, new_password)
+
+
+# -- keys -------------------------------------------------------------------------------------------------------
+def require_key_manager(actor: Actor) -> None:
+    if actor.via not in KEY_MANAGERS:
+        raise AccountRefused("Key management needs a dashboard session or the admin key", 403)
+
+
+def visible_keys(actor: Actor) -> list[dict]:
+    """The keys ``actor`` may see: an admin every key, anyone else their own."""
+    require_key_manager(actor)
+    return services().keys.list(None if actor.is_admin else actor.user)
+
+
+def find_key(actor: Actor, key_id: str) -> dict:
+    """The key ``key_id`` if ``actor`` may see it; a key of another user is "not found", so ids do not leak."""
+    require_key_manager(actor)
+    record = services().keys.get(key_id)
+    if record is None or (not actor.is_admin and record["owner"] != actor.user):
+        raise AccountRefused("Key not found", 404)
+    return record
+
+
+def create_key_for(actor: Actor, owner: object, name: object, expires_in_days: object) -> NewKey:
+    """A new key for ``owner`` (None: the actor), an existing enabled user; counted against KEY_CREATE_LIMIT.
+
+    Naming an owner at all is an admin's request. The raw key is in the result and nowhere else. The operator
+    at the console is not throttled.
+    """
+    require_key_manager(actor)
+    if owner is None:
+        owner = actor.user
+    elif not actor.is_admin:
+        raise AccountRefused("Only an admin can create keys for another user", 403)
+    elif not isinstance(owner, str):
+        raise AccountRefused("user must be a username")
+    if owner is None:
+        raise AccountRefused('The admin key belongs to no user: say whose key this is with "user"')
+    target = services().users.get(owner)
+    if target is None:
+        raise AccountRefused(f"No user named {owner!r}")
+    if target.disabled:
+        raise AccountRefused(f"User {owner!r} is disabled")
+    if isinstance(expires_in_days, bool) or not (expires_in_days is None or isinstance(expires_in_days, int)):
+        days = ", ".join(str(days) for days in KEY_EXPIRY_DAYS if days)
+        raise AccountRefused(f"expires_in_days must be {days}, or null for never")
+    admit = None if actor.via == "cli" else (lambda: services().limits.admit_key_creation(target.id))
+    return services().keys.create(target.username, name, expires_in_days, admit=admit)
+
+
+def revoke_key(actor: Actor, key_id: str) -> dict:
+    """Revoke a key the actor may see; returns its record, now revoked."""
+    find_key(actor, key_id)
+    record = services().keys.revoke(key_id)
+    if record is None:  # deleted in between
+        raise AccountRefused("Key not found", 404)
+    return record
+
+
+def delete_key(actor: Actor, key_id: str) -> dict:
+    """Delete a key the actor may see; returns the record it had."""
+    record = find_key(actor, key_id)
+    services().keys.delete(key_id)
+    return record
+
+
+# -- workspaces -------------------------------------------------------------------------------------------------
+def import_workspace_from(
+    actor: Actor,
+    workspace_id: str,
+    *,
+    path: Path | None = None,
+    stream: BinaryIO | None = None,
+    filename: str = "",
+    replace: bool = False,
+) -> dict:
+    """Any signed-in user may add a new workspace (from a folder or archive ``path``, or an uploaded ``stream``);
+    replacing one is for admins, since it changes what everyone's keys answer from."""
+    if replace and not actor.is_admin:
+        raise AccountRefused("Only an admin can replace an existing workspace.", 403)
+    root = services().config.workspaces_dir
+    if stream is not None:
+        return import_archive_stream(root, workspace_id, stream, filename, replace=replace)
+    return import_workspace(root, workspace_id, Path(path), replace=replace)
+
+
+def may_delete_workspaces(actor: Actor) -> bool:
+    """Admins only (an admin session, the admin key, the operator)."""
+    return actor.is_admin and actor.via in WORKSPACE_ADMINS
+
+
+def delete_workspace(actor: Actor, workspace_id: str) -> None:
+    """Remove a workspace folder and its index."""
+    if not may_delete_workspaces(actor):
+        raise AccountRefused("Deleting a workspace needs an admin session or the admin key", 403)
+    remove_workspace(services().config.workspaces_dir, workspace_id)
+
+
+def _require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise AccountRefused("Only an admin can do that", 403)

@@ -1,0 +1,130 @@
+"""The accounts layer: each rule once, whichever front end calls it (pages, API and CLI have their own tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import accounts, setup
+from app.accounts import AccountRefused, Actor
+from app.auth.limits import LimitReached
+from app.keys.store import key_status
+from tests.conftest import PASSWORD
+
+ROOT = Actor("session", "root", True)
+ALICE = Actor("session", "alice", False)
+
+
+@pytest.fixture
+def svc(app):
+    with app.app_context():
+        yield app.extensions["askgate"]
+
+
+def _refused(call, *args, **kwargs) -> tuple[int, str]:
+    with pytest.raises(AccountRefused) as info:
+        call(*args, **kwargs)
+    return info.value.status, str(info.value)
+
+
+def test_the_first_admin_discards_the_setup_token(svc, workspaces):
+    assert setup.ensure_token(workspaces, svc.users)
+    user = accounts.create_first_admin("root", PASSWORD)
+    assert (user.username, user.role) == ("root", "admin")
+    assert not setup.token_path(workspaces).exists()
+
+
+def test_only_admins_create_users_and_an_admin_discards_the_token(svc, workspaces):
+    setup.ensure_token(workspaces, svc.users)
+    assert _refused(accounts.create_user, ALICE, "bob", PASSWORD) == (403, "Only an admin can do that")
+    assert svc.users.get("bob") is None
+    accounts.create_user(Actor.operator(), "bob", PASSWORD)
+    assert setup.token_path(workspaces).exists()  # a member is not an admin: setup is not done
+    accounts.create_user(Actor.operator(), "root", PASSWORD, admin=True)
+    assert not setup.token_path(workspaces).exists()
+
+
+def test_disabling_revokes_every_key_and_never_oneself(svc):
+    svc.users.create("root", PASSWORD, "admin")
+    svc.users.create("alice", PASSWORD)
+    for name in ("a", "b"):
+        accounts.create_key_for(ROOT, "alice", name, None)
+    assert _refused(accounts.disable_user, ROOT, "ROOT") == (400, "You cannot disable your own account.")
+    assert _refused(accounts.disable_user, ALICE, "root") == (403, "Only an admin can do that")
+    user, revoked = accounts.disable_user(ROOT, "alice")
+    assert (user.disabled, revoked) == (True, 2)
+    assert [key_status(r) for r in svc.keys.list("alice")] == ["revoked", "revoked"]
+    assert _refused(accounts.create_key_for, ROOT, "alice", "c", None) == (400, "User 'alice' is disabled")
+    assert accounts.enable_user(ROOT, "alice").disabled is False
+    assert [key_status(r) for r in svc.keys.list("alice")] == ["revoked", "revoked"]  # old keys stay revoked
+
+
+def test_keys_only_for_existing_enabled_users_and_others_only_by_admins(svc):
+    svc.users.create("alice", PASSWORD)
+    assert _refused(accounts.create_key_for, ROOT, "nobody", "k", None) == (400, "No user named 'nobody'")
+    refused = (403, "Only an admin can create keys for another user")
+    assert _refused(accounts.create_key_for, ALICE, "root", "k", None) == refused
+    admin_key = Actor("admin_key", None, True)
+    no_owner = (400, 'The admin key belongs to no user: say whose key this is with "user"')
+    assert _refused(accounts.create_key_for, admin_key, None, "k", None) == no_owner
+    leaked = Actor("dashboard_key", "alice", False)
+    manager = (403, "Key management needs a dashboard session or the admin key")
+    assert _refused(accounts.create_key_for, leaked, None, "k", None) == manager
+    new = accounts.create_key_for(ALICE, None, "  mine  ", 30)
+    assert (new.record["owner"], new.record["name"]) == ("alice", "mine")
+    assert svc.keys.list() == [new.record]
+
+
+def test_a_key_of_someone_else_is_not_found(svc):
+    svc.users.create("alice", PASSWORD)
+    svc.users.create("bob", PASSWORD)
+    key_id = accounts.create_key_for(ROOT, "bob", "k", None).record["id"]
+    assert _refused(accounts.revoke_key, ALICE, key_id) == (404, "Key not found")
+    assert _refused(accounts.delete_key, ALICE, key_id) == (404, "Key not found")
+    assert key_status(svc.keys.get(key_id)) == "active"
+    assert accounts.revoke_key(ROOT, key_id)["revoked_at"]
+    assert accounts.delete_key(Actor("session", "bob", False), key_id)["id"] == key_id
+    assert svc.keys.get(key_id) is None
+
+
+def test_the_key_creation_limit_counts_for_every_front_end_but_the_console(make_app):
+    app = make_app(KEY_CREATE_LIMIT="2/hour")
+    with app.app_context():
+        app.extensions["askgate"].users.create("alice", PASSWORD)
+        accounts.create_key_for(ALICE, None, "one", None)
+        accounts.create_key_for(Actor("admin_key", None, True), "alice", "two", None)
+        with pytest.raises(LimitReached):
+            accounts.create_key_for(ALICE, None, "three", None)
+        accounts.create_key_for(Actor.operator(), "alice", "console", None)
+        assert len(app.extensions["askgate"].keys.list("alice")) == 3
+
+
+def test_changing_a_password(svc):
+    svc.users.create("alice", PASSWORD)
+    wrong = (400, "That is not your current password.")
+    assert _refused(accounts.change_password, ALICE, "alice", "a new password!", "not it") == wrong
+    assert _refused(accounts.change_password, ALICE, "alice", "a new password!") == (403, "Only an admin can do that")
+    mallory = Actor("session", "mallory", False)
+    not_theirs = (403, "Only the user can change their password with the current one")
+    assert _refused(accounts.change_password, mallory, "alice", "a new password!", PASSWORD) == not_theirs
+    assert svc.users.authenticate("alice", PASSWORD)
+    accounts.change_password(ALICE, "alice", "a new password!", PASSWORD)
+    accounts.change_password(ROOT, "alice", "an admin reset one")
+    assert svc.users.authenticate("alice", "an admin reset one")
+
+
+def test_workspaces_replaced_and_deleted_only_by_admins(svc, workspaces, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "app.py").write_text("NEW = 1\n")
+    (workspaces / "shop").mkdir()
+    (workspaces / "shop" / "app.py").write_text("OLD = 1\n")
+    refused = (403, "Only an admin can replace an existing workspace.")
+    assert _refused(accounts.import_workspace_from, ALICE, "shop", path=source, replace=True) == refused
+    deleting = (403, "Deleting a workspace needs an admin session or the admin key")
+    assert _refused(accounts.delete_workspace, ALICE, "shop") == deleting
+    assert _refused(accounts.delete_workspace, Actor("dashboard_key", "root", True), "shop") == deleting
+    assert (workspaces / "shop" / "app.py").read_text() == "OLD = 1\n"
+    assert accounts.import_workspace_from(ROOT, "shop", path=source, replace=True)["file_count"] == 1
+    assert (workspaces / "shop" / "app.py").read_text() == "NEW = 1\n"
+    accounts.delete_workspace(ROOT, "shop")
+    assert not (workspaces / "shop").exists()
