@@ -3,6 +3,8 @@
 import functools
 import re
 
+import Stemmer
+
 _WORD_RE = re.compile(r"\w+")
 # "HTTPServer" -> HTTP, Server; "getSignature" -> get, Signature; "utf8" -> utf, 8.
 _PART_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
@@ -84,6 +86,8 @@ _SYNONYM_GROUPS = [
     ["cli", "commandline"],
 ]
 
+_ENGLISH = Stemmer.Stemmer("english")
+
 # Irregular verb forms that suffix stripping cannot reach.
 _IRREGULAR = {
     "built": "build", "sent": "send", "found": "find", "written": "write", "wrote": "write", "made": "make",
@@ -96,31 +100,12 @@ _IRREGULAR = {
 
 
 def stem(word: str) -> str:
-    """Light suffix stripping so that "saved", "saves" and "saving" meet "save" (both sides use it)."""
+    """The Snowball English stem, so that "saved", "saves" and "saving" meet "save" and "serialization"
+    meets "serialize" (indexing and questions both use it); short words and non-letters stay as they are."""
     word = _IRREGULAR.get(word, word)
     if len(word) <= 3 or not word.isalpha():
         return word
-    if word.endswith("ies") and len(word) > 4:
-        word = word[:-3] + "i"
-    elif word.endswith(("sses", "ches", "shes", "xes", "zes")):
-        word = word[:-2]
-    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    for suffix in ("ing", "ed"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
-            break
-    if word.endswith("ation") and len(word) > 7:
-        word = word[:-3]
-    if word.endswith("er") and len(word) > 5:
-        word = word[:-2]
-    if word.endswith("e") and len(word) >= 4:
-        word = word[:-1]
-    if word.endswith("y") and len(word) > 4 and word[-2] not in "aeiou":
-        word = word[:-1] + "i"
-    if len(word) > 4 and word[-1] == word[-2] and word[-1] not in "aeiouls":
-        word = word[:-1]
-    return word
+    return _ENGLISH.stemWord(word)
 
 
 @functools.lru_cache(maxsize=200_000)
