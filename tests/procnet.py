@@ -1,4 +1,4 @@
-"""Kept-alive HTTP connections pinned to a known gunicorn worker.
+"""Test clients at the socket level: connections pinned to a known gunicorn worker, or from a chosen address.
 
 The worker holding a connection is read from /proc (Linux), not guessed: the server side of the connection is
 found in /proc/net/tcp{,6} by its ports, and its socket inode among the workers' open file descriptors.
@@ -11,6 +11,8 @@ import json
 import os
 import time
 from pathlib import Path
+
+from requests.adapters import HTTPAdapter
 
 
 def _server_side_inodes(server_port: int, client_port: int) -> set[str]:
@@ -95,3 +97,15 @@ def pin_by_worker(server, workers: int, per_worker: int, timeout: float = 30) ->
 def pin_connections(server, workers: int, per_worker: int, timeout: float = 30) -> list[PinnedConnection]:
     """:func:`pin_by_worker`, as one list."""
     return [conn for conns in pin_by_worker(server, workers, per_worker, timeout).values() for conn in conns]
+
+
+class FromAddress(HTTPAdapter):
+    """Connect from a chosen loopback address (127.0.0.2, ...): a different client to the server's eyes."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)

@@ -227,3 +227,23 @@ def test_changed_and_removed_files_leave_nothing_behind_in_the_contentless_index
     # The FTS5 table keeps no copy of the terms; its vocabulary has no trace of the deleted chunks.
     assert conn.execute("SELECT count(*) FROM chunk_vocab WHERE term IN ('zebra', 'okapi')").fetchone()[0] == 0
     conn.close()
+
+
+def test_code_outranks_translation_catalogues_and_dot_files(root: Path) -> None:
+    ws = root / "i18n"
+    catalogue = 'msgid "Load the translation file for a language"\nmsgstr "Charger"\n\n' * 3
+    _write(ws / "pkg" / "locale" / "fr" / "messages.po", catalogue)
+    _write(ws / "pkg" / "locale" / "messages.pot", catalogue)
+    _write(ws / ".editorconfig", "[*.py]\nlanguage = python\ntranslation_file = none\nload = 1\n")
+    code = "def activate(lang):\n    " + "\n    ".join(f"step{i}(lang)" for i in range(10)) + "\n"
+    _write(ws / "pkg" / "i18n.py", code + "    return load_translation(lang)\n")
+    for number in range(12):  # unrelated code, so that the question's words are rare enough to count
+        _write(ws / "pkg" / f"other{number}.py", f"def other{number}():\n    return {number}\n")
+    update_index(root, "i18n")
+    ranked = search(root, "i18n", "Where does it load the translation file for a language?", 4)
+    assert [source.path for source in ranked] == [
+        "pkg/i18n.py",
+        "pkg/locale/messages.pot",
+        "pkg/locale/fr/messages.po",
+        ".editorconfig",
+    ]

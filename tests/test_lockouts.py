@@ -9,33 +9,21 @@ import re
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 
 from app.auth.limits import ClientLimits, address_bucket
 from app.config import load_config
 from app.users.store import UserStore
 from tests.conftest import ADMIN_KEY, CSRF_RE, PASSWORD, base_env
+from tests.procnet import FromAddress
 
 pytestmark = pytest.mark.server
 
 KEY_RE = re.compile(r"agk_[0-9A-Za-z]{49}")
 
 
-class _FromAddress(HTTPAdapter):
-    """Connect from a chosen loopback address (127.0.0.2, ...): a different client to the server's eyes."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
 def _browser(address: str = "127.0.0.1") -> requests.Session:
     http = requests.Session()
-    http.mount("http://", _FromAddress(address))
+    http.mount("http://", FromAddress(address))
     return http
 
 

@@ -11,27 +11,17 @@ import time
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 
 from app.config import ConfigError, load_config
 from tests.conftest import ADMIN_KEY, ROOT, base_env, free_port, gunicorn_command, server_env
+from tests.procnet import FromAddress
 
 ADMIN = {"x-api-key": ADMIN_KEY}
 
 
-class _FromAddress(HTTPAdapter):
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
 def _get(url: str, headers: dict, source: str = "127.0.0.1") -> requests.Response:
     with requests.Session() as http:
-        http.mount("http://", _FromAddress(source))
+        http.mount("http://", FromAddress(source))
         return http.get(url, headers=headers, allow_redirects=False, timeout=10)
 
 

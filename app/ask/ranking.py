@@ -199,12 +199,16 @@ def _is_test_path(path: str) -> bool:
     )
 
 
-_PROSE_SUFFIXES = (".md", ".rst", ".txt", ".adoc", ".yaml", ".yml", ".json", ".toml", ".cfg", ".ini", ".lock", ".csv")
+_PROSE_SUFFIXES = (
+    *(".md", ".rst", ".txt", ".adoc", ".yaml", ".yml", ".json", ".toml", ".cfg", ".ini", ".lock", ".csv"),
+    *(".po", ".pot"),  # gettext catalogues: every message in every language, none of the code
+)
 _EXAMPLE_FOLDERS = {"example", "examples", "docs", "doc", "benchmark", "benchmarks", "bench", "demo", "samples"}
 
 
 def _is_code_path(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1].lower()
+    # A dot file (.editorconfig, .gitignore) is a tool's settings, whatever its name.
+    name = path.rsplit("/", 1)[-1].lower().lstrip(".")
     return "." in name and not name.endswith(_PROSE_SUFFIXES)
 
 
