@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from flask import Flask
 
 from app.config import Config, ConfigError, load_config, load_dotenv_files
 from app.names import finalize_for_page
 from app.sessions import CachedSerializerSessionInterface
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # templates/ and static/ sit beside app/
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -20,7 +23,7 @@ def create_app(config: Config | None = None) -> Flask:
         except ConfigError as exc:
             # One clear line instead of a traceback, for gunicorn, flask CLI and imports alike.
             raise SystemExit(f"askgate: configuration error: {exc}") from None
-    app = Flask(__name__)
+    app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"), static_folder=str(PROJECT_ROOT / "static"))
     # Werkzeug answers "//x" with a redirect whose absolute URL it builds from the Host header: never do that.
     app.url_map.merge_slashes = False
     app.session_interface = CachedSerializerSessionInterface()

@@ -45,7 +45,8 @@ def seed(workspaces: Path) -> None:
 
     keys.file.update(expire)
     # Askgate's own code makes a realistic workspace to ask about.
-    shutil.copytree(ROOT / "app", workspaces / "askgate", ignore=shutil.ignore_patterns("__pycache__", "static"))
+    shutil.copytree(ROOT / "app", workspaces / "askgate", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "templates", workspaces / "askgate" / "templates")
 
 
 def capture(page, dark: bool) -> None:
