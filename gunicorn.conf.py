@@ -33,7 +33,7 @@ control_socket_disable = True
 
 def when_ready(server):
     from app.documents.storeadmin import Stores
-    from app.setup import setup_message
+    from app.firstrun import setup_message
 
     users = Stores.open(_config.store_url or "files", _config.workspaces_dir).users
     host, port = _config.host, _config.port

@@ -57,7 +57,7 @@ def create_app(config: Config | None = None) -> Flask:
     limiter.init_app(app)
     init_services(app, config, limiter.storage)
 
-    from app import errors, security, setup, web
+    from app import errors, firstrun, security, web
     from app.api import bp as api_bp
     from app.api import openapi, routes  # noqa: F401  (importing them adds their views to bp)
 
@@ -65,7 +65,7 @@ def create_app(config: Config | None = None) -> Flask:
     web.register(app)
     errors.register(app)
     security.register(app)
-    setup.ensure_setup_token(app)
+    firstrun.ensure_setup_token(app)
 
     from app.cli import register_cli
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from app import setup
+from app import firstrun
 from app.ask.importer import import_archive_stream, import_workspace
 from app.ask.workspaces import delete_workspace as remove_workspace
 from app.inputs import KEY_EXPIRY_DAYS
@@ -56,7 +56,7 @@ class AccountRefused(Exception):
 def create_first_admin(username: str, password: str) -> User:
     """The first user, an admin, only while there are none; the setup token has then done its job."""
     user = services().users.create(username, password, "admin", only_if_empty=True)
-    setup.discard_token(services().config.workspaces_dir)
+    firstrun.discard_token(services().config.workspaces_dir)
     return user
 
 
@@ -64,7 +64,7 @@ def create_user(actor: Actor, username: str, password: str, admin: bool = False)
     _require_admin(actor)
     user = services().users.create(username, password, "admin" if admin else "member")
     if user.is_admin:  # an admin exists now: the setup page has done its job
-        setup.discard_token(services().config.workspaces_dir)
+        firstrun.discard_token(services().config.workspaces_dir)
     return user
 
 
@@ -172,12 +172,16 @@ def import_workspace_from(
 ) -> dict:
     """Any signed-in user may add a new workspace (from a folder or archive ``path``, or an uploaded ``stream``);
     replacing one is for admins, since it changes what everyone's keys answer from."""
-    if replace and not actor.is_admin:
+    if replace and not may_replace_workspaces(actor):
         raise AccountRefused("Only an admin can replace an existing workspace.", 403)
     root = services().config.workspaces_dir
     if stream is not None:
         return import_archive_stream(root, workspace_id, stream, filename, replace=replace)
     return import_workspace(root, workspace_id, Path(path), replace=replace)
+
+
+def may_replace_workspaces(actor: Actor) -> bool:
+    return actor.is_admin
 
 
 def may_delete_workspaces(actor: Actor) -> bool:

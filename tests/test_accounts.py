@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app import accounts, setup
+from app import accounts, firstrun
 from app.accounts import AccountRefused, Actor
 from app.auth.limits import LimitReached
 from app.keys.store import key_status
@@ -27,20 +27,20 @@ def _refused(call, *args, **kwargs) -> tuple[int, str]:
 
 
 def test_the_first_admin_discards_the_setup_token(svc, workspaces):
-    assert setup.ensure_token(workspaces, svc.users)
+    assert firstrun.ensure_token(workspaces, svc.users)
     user = accounts.create_first_admin("root", PASSWORD)
     assert (user.username, user.role) == ("root", "admin")
-    assert not setup.token_path(workspaces).exists()
+    assert not firstrun.token_path(workspaces).exists()
 
 
 def test_only_admins_create_users_and_an_admin_discards_the_token(svc, workspaces):
-    setup.ensure_token(workspaces, svc.users)
+    firstrun.ensure_token(workspaces, svc.users)
     assert _refused(accounts.create_user, ALICE, "bob", PASSWORD) == (403, "Only an admin can do that")
     assert svc.users.get("bob") is None
     accounts.create_user(Actor.operator(), "bob", PASSWORD)
-    assert setup.token_path(workspaces).exists()  # a member is not an admin: setup is not done
+    assert firstrun.token_path(workspaces).exists()  # a member is not an admin: setup is not done
     accounts.create_user(Actor.operator(), "root", PASSWORD, admin=True)
-    assert not setup.token_path(workspaces).exists()
+    assert not firstrun.token_path(workspaces).exists()
 
 
 def test_disabling_revokes_every_key_and_never_oneself(svc):

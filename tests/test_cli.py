@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app import setup
+from app import firstrun
 from app.keys.store import key_status
 from tests.conftest import PASSWORD, ROOT, AuthActions, base_env
 
@@ -33,13 +33,13 @@ def _whoami(app, key: str) -> int:
 
 # -- users ----------------------------------------------------------------------------------------------------
 def test_user_create_admin_from_stdin_ends_setup(app, cli, workspaces):
-    assert setup.read_token(workspaces)
+    assert firstrun.read_token(workspaces)
     result = cli("user", "create", "alice", "--admin", "--password-stdin", input=PASSWORD + "\n")
     assert result.exit_code == 0, result.output
     assert result.stdout == "Created admin alice.\n"
     user = app.extensions["askgate"].users.authenticate("alice", PASSWORD)
     assert user.role == "admin"
-    assert setup.read_token(workspaces) is None
+    assert firstrun.read_token(workspaces) is None
     assert app.test_client().get("/setup", query_string={"token": "anything"}).status_code == 404
 
 

@@ -87,6 +87,20 @@ def test_an_admin_deletes_a_workspace_on_the_page(client, admin, workspaces):
     assert not (workspaces / "shop").exists()
 
 
+def test_the_dashboard_offers_replace_and_delete_to_admins_only(app, client, auth, workspaces):
+    _existing(workspaces)
+    auth.create_user("alice")
+    auth.create_user("root", admin=True)
+    auth.login("alice")
+    page = client.get("/dashboard").get_data(as_text=True)
+    assert 'data-workspace="shop"' in page
+    assert "Delete workspace shop" not in page and 'name="replace"' not in page
+    admin = app.test_client()
+    AuthActions(app, admin).login("root")
+    page = admin.get("/dashboard").get_data(as_text=True)
+    assert 'aria-label="Delete workspace shop"' in page and 'name="replace"' in page
+
+
 # -- the API ---------------------------------------------------------------------------------------------------
 REFUSED = {"error": "Deleting a workspace needs an admin session or the admin key"}
 

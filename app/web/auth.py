@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
-from app import accounts, setup
+from app import accounts, firstrun
 from app.auth.limits import address_bucket
 from app.documents.sharedfile import StoreUnavailable
 from app.extensions import limiter, login_manager
@@ -96,7 +96,7 @@ def login():
         return redirect(url_for("dashboard.home"))
     users = services().users
     if users.count() == 0:
-        return render_template("setup_needed.html", token_file=setup.token_path(services().config.workspaces_dir))
+        return render_template("setup_needed.html", token_file=firstrun.token_path(services().config.workspaces_dir))
     form = LoginForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
         user = users.authenticate(form.username.data, form.password.data)
@@ -127,8 +127,8 @@ def first_admin():
     if services().users.count() > 0:
         abort(404)  # setup is over: the page no longer exists
     token = request.values.get("token") or ""
-    if not setup.token_matches(workspaces_dir, token):
-        return render_template("setup_needed.html", token_file=setup.token_path(workspaces_dir), bad_token=True), 403
+    if not firstrun.token_matches(workspaces_dir, token):
+        return render_template("setup_needed.html", token_file=firstrun.token_path(workspaces_dir), bad_token=True), 403
     form = SetupForm(token=token)
     if form.validate_on_submit():
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 from flask_login import current_user, login_required
 
+from app import accounts
 from app.ask.workspaces import list_workspaces
 from app.keys.store import public_view
 from app.services import services
@@ -16,6 +17,7 @@ bp = Blueprint("dashboard", __name__)
 @bp.get("/dashboard")
 @login_required
 def home():
+    actor = accounts.Actor.signed_in(current_user)
     keys = [public_view(r) for r in services().keys.list(current_user.username)]
     return render_template(
         "dashboard.html",
@@ -24,4 +26,6 @@ def home():
         workspaces=list_workspaces(services().config.workspaces_dir),
         upload_form=UploadWorkspaceForm(),
         delete_form=DeleteWorkspaceForm(),
+        may_delete_workspaces=accounts.may_delete_workspaces(actor),
+        may_replace_workspaces=accounts.may_replace_workspaces(actor),
     )

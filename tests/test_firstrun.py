@@ -8,13 +8,13 @@ import stat
 
 import pytest
 
-from app import setup
+from app import firstrun
 from tests.conftest import PASSWORD, csrf_from
 
 
 @pytest.fixture
 def token(app, workspaces) -> str:
-    value = setup.read_token(workspaces)
+    value = firstrun.read_token(workspaces)
     assert value
     return value
 
@@ -43,7 +43,7 @@ def test_a_fresh_instance_has_a_private_setup_token(app, workspaces, token):
 
 def test_the_token_survives_a_restart_until_used(make_app, workspaces, token):
     make_app()
-    assert setup.read_token(workspaces) == token
+    assert firstrun.read_token(workspaces) == token
 
 
 def test_without_users_the_login_page_explains_setup(client, workspaces, token):
@@ -123,8 +123,8 @@ def test_setup_needs_the_csrf_token(client, token):
     [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"), ("::", "127.0.0.1"), ("::1", "[::1]")],
 )
 def test_the_setup_message_carries_the_url_and_the_token_file(workspaces, host, shown):
-    message = setup.setup_message(workspaces, host, 8123)
-    token = setup.read_token(workspaces)
+    message = firstrun.setup_message(workspaces, host, 8123)
+    token = firstrun.read_token(workspaces)
     assert message == (
         f"No users yet. Create the first admin at http://{shown}:8123/setup?token={token} "
         f"(the token is also in {workspaces / '.setup-token'})"
@@ -133,4 +133,4 @@ def test_the_setup_message_carries_the_url_and_the_token_file(workspaces, host, 
 
 def test_no_setup_message_once_there_are_users(app, auth, workspaces):
     auth.create_user("root", admin=True)
-    assert setup.setup_message(workspaces, "127.0.0.1", 8000) is None
+    assert firstrun.setup_message(workspaces, "127.0.0.1", 8000) is None

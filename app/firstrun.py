@@ -1,4 +1,4 @@
-"""First start: a one-time setup token, so only whoever can read the server log claims a fresh instance."""
+"""First-run setup: a one-time setup token, so only whoever can read the server log claims a fresh instance."""
 
 from __future__ import annotations
 
