@@ -15,7 +15,7 @@ from app.auth.hook import protect_api
 from app.auth.limits import LimitReached
 from app.errors import APIError, json_error
 from app.extensions import limiter
-from app.inputs import QUESTION_MAX, TOP_K_DEFAULT
+from app.inputs import QUESTION_MAX, TOP_K_DEFAULT, WORKSPACE_ID_MAX
 from app.keys.store import KeyRequestError, public_view
 from app.names import name_problem
 from app.services import services
@@ -72,7 +72,8 @@ def ask():
     if not is_valid_workspace_id(workspace_id):
         raise APIError(
             400,
-            "workspaceId must be 1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit",
+            f"workspaceId must be 1-{WORKSPACE_ID_MAX} characters: letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
         )
     top_k = body.get("top_k", TOP_K_DEFAULT)
     try:
