@@ -74,9 +74,7 @@ def states():
     return jsonify(workspaces=[{**ws, "text": state_text(ws)} for ws in listed])
 
 
-@bp.app_template_global()
-def index_state_text(ws: dict) -> str:
-    return state_text(ws)
+bp.add_app_template_global(state_text, "index_state_text")
 
 
 @bp.post("/index")
