@@ -186,7 +186,7 @@ def _background_index_command(workspace_id: str) -> list[str] | None:
 def _start_detached(command: list[str], root: Path, workspace_id: str) -> None:
     """Run ``command`` in a session of its own so it outlives this one; its output goes beside the index."""
     from app.ask import indexstate
-    from app.ask.store import index_dir
+    from app.ask.indexdb import index_dir
 
     index_dir(root).mkdir(parents=True, exist_ok=True)
     indexstate.mark_queued(root, workspace_id)

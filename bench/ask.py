@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.ask import ask, textfiles, update_index  # noqa: E402 - after the path fix above
-from app.ask.store import index_db_path  # noqa: E402
+from app.ask.indexdb import index_db_path  # noqa: E402
 
 PALLETS = ("flask", "werkzeug", "jinja2", "click", "itsdangerous")
 ASK_P50_GOAL, COLD_GOAL, SIZE_GOAL = 0.050, 5.0, 2.0

@@ -9,9 +9,9 @@ import pytest
 from app.ask import ask, callgraph, update_index
 from app.ask.callgraph import BARE, MODULE, OWN, UNNAMED, Candidate, call_sites, file_nodes, resolve
 from app.ask.chunking import Chunk
+from app.ask.indexdb import index_db_path
 from app.ask.llm import build_messages
 from app.ask.ranking import Source
-from app.ask.store import index_db_path
 from tests.conftest import ADMIN_KEY
 
 CART = '''"""Shopping cart."""

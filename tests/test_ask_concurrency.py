@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ask import ask, search, store, update_index
+from app.ask import ask, indexdb, search, update_index
 
 FILES = 120
 WORKERS = 4
@@ -69,7 +69,7 @@ def test_concurrent_questions_get_the_same_answer(tmp_path: Path) -> None:
 def test_readers_are_not_blocked_by_a_writer(tmp_path: Path) -> None:
     _make_workspace(tmp_path)
     update_index(tmp_path, "busy")
-    writer = store.connect(store.index_db_path(tmp_path, "busy"))
+    writer = indexdb.connect(indexdb.index_db_path(tmp_path, "busy"))
     writer.execute("BEGIN IMMEDIATE")
     writer.execute("DELETE FROM chunks")
     try:
@@ -92,7 +92,7 @@ def test_waiting_for_the_lock_then_finding_nothing_to_do(tmp_path: Path, kind: s
     start, results = ctx.Event(), ctx.Queue()
     worker = ctx.Process(target=_update if kind == "update" else _ask, args=(str(tmp_path), start, results))
     worker.start()
-    with store.workspace_lock(tmp_path, "busy"):
+    with indexdb.workspace_lock(tmp_path, "busy"):
         start.set()
         time.sleep(0.5)
         assert results.empty()

@@ -8,7 +8,7 @@ import pytest
 
 from app.ask import search, update_index
 from app.ask.chunking import MAX_LINES, chunk_file
-from app.ask.store import index_db_path
+from app.ask.indexdb import index_db_path
 from app.ask.tokens import query_terms, stem, text_terms
 
 

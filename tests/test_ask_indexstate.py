@@ -11,7 +11,7 @@ import pytest
 
 from app.ask import indexstate
 from app.ask.index import update_index
-from app.ask.store import drop_index
+from app.ask.indexdb import drop_index
 from tests.conftest import ROOT
 
 HOLD_LOCK = """
@@ -145,7 +145,7 @@ def test_writes_are_atomic_and_leave_no_temp_files(root):
 
 
 def test_the_job_lock_is_not_another_workspaces_lock(root):
-    from app.ask.store import workspace_lock
+    from app.ask.indexdb import workspace_lock
 
     (root / "shop.job").mkdir()
     with workspace_lock(root, "shop.job"):  # importing or indexing the workspace "shop.job"

@@ -14,7 +14,7 @@ from app.ask import (
     update_index,
     workspace_dir,
 )
-from app.ask.store import index_db_path
+from app.ask.indexdb import index_db_path
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 Nodes are the symbols of chunks (``func``, ``Class``, ``Class.method``) with their path and first line.
 Call sites are found in each symbol's own text by shape, outside strings and comments: ``name(``,
 ``receiver.name(``, ``self.name(`` / ``this.name(`` / a Go receiver. Both are stored per file at index
-time (``graph_*`` tables, schema in ``store.py``, written only here). A site becomes an edge when it is
+time (``graph_*`` tables, schema in ``indexdb.py``, written only here). A site becomes an edge when it is
 read: only when its name and receiver point at one defined symbol (same class, a module or class of
 that name, a receiver named like the class, then the nearest single definition); an ambiguous call
 stays unresolved rather than guessed. Resolving on reading keeps every edge true to the files indexed
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from app.ask import store
+from app.ask import indexdb
 from app.ask.chunking import Chunk
 from app.ask.parsing import language_of
 
@@ -394,7 +394,7 @@ def connect(root: Path, workspace_id: str, sources: list[S], limit: int = MAX_NE
     """``sources`` with their ``callers`` and ``callees`` filled in from the workspace's call graph."""
     if not sources:
         return sources
-    conn = store.open_for_reading(root, workspace_id)
+    conn = indexdb.open_for_reading(root, workspace_id)
     if conn is None:
         return sources
     try:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from app.ask import store
+from app.ask import indexdb
 from app.ask.errors import ImportRefused
 from app.ask.unpack import CORRUPT, Budget, copy_folder, human, show, unpack_tar, unpack_zip
 from app.ask.workspaces import is_valid_workspace_id
@@ -125,7 +125,7 @@ def _install(root: Path, workspace_id: str, staging: Path, replace: bool) -> Non
     target = root / workspace_id
     old = None
     # The lock keeps indexers and other imports of this id out while folders swap.
-    with store.workspace_lock(root, workspace_id):
+    with indexdb.workspace_lock(root, workspace_id):
         _refuse_existing(root, workspace_id, replace)
         if os.path.lexists(target):
             old = root / f".replaced-{secrets.token_hex(8)}"
@@ -137,7 +137,7 @@ def _install(root: Path, workspace_id: str, staging: Path, replace: bool) -> Non
                 os.rename(old, target)
             raise
         # The old index describes other files: it is rebuilt on the next question.
-        store.drop_index(root, workspace_id)
+        indexdb.drop_index(root, workspace_id)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.ask import callgraph, store, textfiles
+from app.ask import callgraph, indexdb, textfiles
 from app.ask.chunking import Chunk, chunk_file
 from app.ask.tokens import text_terms, word_terms
 from app.ask.workspaces import workspace_dir
@@ -50,8 +50,8 @@ def update_index(root: Path, workspace_id: str, progress: Progress | None = None
     """Bring the index in line with the folder, reading only files whose size or mtime changed."""
     folder = workspace_dir(root, workspace_id)
     # Concurrent callers queue here; whoever comes second finds the work done and reads nothing.
-    with store.workspace_lock(root, workspace_id):
-        conn = store.open_for_writing(root, workspace_id)
+    with indexdb.workspace_lock(root, workspace_id):
+        conn = indexdb.open_for_writing(root, workspace_id)
         try:
             return _update(conn, folder, progress)
         finally:
@@ -148,7 +148,7 @@ def chunk_terms(chunk: Chunk) -> tuple[str, str, str, str]:
 
 def _stored_chunk(path: str, row: tuple) -> Chunk:
     _, symbol, doc, text, extra = row
-    return Chunk(path, 0, 0, symbol, doc, store.unpack(text), extra or "")
+    return Chunk(path, 0, 0, symbol, doc, indexdb.unpack(text), extra or "")
 
 
 def _insert(conn: sqlite3.Connection, chunk: Chunk) -> None:
@@ -160,7 +160,7 @@ def _insert(conn: sqlite3.Connection, chunk: Chunk) -> None:
             chunk.end_line,
             chunk.symbol,
             chunk.doc,
-            store.pack(chunk.text),
+            indexdb.pack(chunk.text),
             chunk.extra_terms or None,
         ),
     )

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.ask import store
+from app.ask import indexdb
 
 QUEUED, INDEXING, READY, FAILED, NOT_INDEXED = "queued", "indexing", "ready", "failed", "not_indexed"
 STATES = (QUEUED, INDEXING, READY, FAILED, NOT_INDEXED)
@@ -29,22 +29,22 @@ def _now() -> str:
 
 
 def state_path(root: Path, workspace_id: str) -> Path:
-    return store.index_dir(root) / f"{workspace_id}.state.json"
+    return indexdb.index_dir(root) / f"{workspace_id}.state.json"
 
 
 def _job_lock_path(root: Path, workspace_id: str) -> Path:
     # Not "<id>.job.lock": that is the workspace lock of a workspace named "<id>.job".
-    return store.index_dir(root) / f"{workspace_id}.job-lock"
+    return indexdb.index_dir(root) / f"{workspace_id}.job-lock"
 
 
 @contextlib.contextmanager
 def job_lock(root: Path, workspace_id: str, *, blocking: bool = True) -> Iterator[bool]:
     """Hold the lock of whoever is indexing the workspace; yields False if ``blocking`` is off and it is taken.
 
-    It spans a whole job (state writes included), unlike ``store.workspace_lock``, which imports and deletes
+    It spans a whole job (state writes included), unlike ``indexdb.workspace_lock``, which imports and deletes
     also take; so "is anyone indexing this?" is answered by trying it.
     """
-    store.index_dir(root).mkdir(parents=True, exist_ok=True)
+    indexdb.index_dir(root).mkdir(parents=True, exist_ok=True)
     fd = os.open(_job_lock_path(root, workspace_id), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -70,8 +70,8 @@ def write_state(
 ) -> None:
     """Replace the state file atomically (readers see the old or the new one, never half of either)."""
     record = {"state": state, "done": done, "total": total, "reason": reason, "updated_at": _now()}
-    record.update(pid=os.getpid(), host=socket.gethostname(), schema=store.SCHEMA_VERSION)
-    folder = store.index_dir(root)
+    record.update(pid=os.getpid(), host=socket.gethostname(), schema=indexdb.SCHEMA_VERSION)
+    folder = indexdb.index_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
     # No fsync: the state is advice that the next job rewrites, and it changes several times a second.
     fd, tmp = tempfile.mkstemp(prefix=f".{workspace_id}.state.", suffix=".tmp", dir=folder)
@@ -146,10 +146,10 @@ def read_state(root: Path, workspace_id: str) -> dict:
 
 
 def _has_current_index(root: Path, workspace_id: str, record: dict | None) -> bool:
-    if record is not None and record.get("schema") == store.SCHEMA_VERSION:
+    if record is not None and record.get("schema") == indexdb.SCHEMA_VERSION:
         # Cheap, and on every question: opening and closing an SQLite database in WAL mode costs milliseconds.
-        return store.index_db_path(root, workspace_id).is_file()
-    conn = store.open_for_reading(root, workspace_id)
+        return indexdb.index_db_path(root, workspace_id).is_file()
+    conn = indexdb.open_for_reading(root, workspace_id)
     if conn is None:
         return False
     conn.close()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.ask import store
+from app.ask import indexdb
 from app.ask.index import doc_terms, path_terms, symbol_terms
 from app.ask.tokens import query_concepts, word_terms
 
@@ -66,7 +66,7 @@ def search(root: Path, workspace_id: str, query: str, top_k: int = 5) -> list[So
     concepts = query_concepts(query)
     if not concepts:
         return []
-    conn = store.open_for_reading(root, workspace_id)
+    conn = indexdb.open_for_reading(root, workspace_id)
     if conn is None:
         return []
     try:
@@ -105,7 +105,7 @@ def _rank(conn: sqlite3.Connection, concepts: list[tuple[str, ...]]) -> list[Sou
     for score, rowid in scored:
         path, start, end, symbol, doc, text = rows[rowid]
         score *= 1.0 + _CLASS_WEIGHT * context.get((path, _owner(symbol)), 0.0)
-        ranked.append(Source(path, start, end, symbol, store.unpack(text), round(score, 4), doc))
+        ranked.append(Source(path, start, end, symbol, indexdb.unpack(text), round(score, 4), doc))
     ranked.sort(key=lambda s: (-s.score, s.path, s.start_line))
     return ranked
 

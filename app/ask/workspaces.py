@@ -6,7 +6,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from app.ask import indexstate, store
+from app.ask import indexdb, indexstate
 from app.ask.errors import WorkspaceNotFound
 from app.inputs import WORKSPACE_ID_RE
 
@@ -63,7 +63,7 @@ def workspace_states(root: Path) -> list[dict]:
         {
             "id": workspace_id,
             **indexstate.public_state(indexstate.read_state(root, workspace_id)),
-            "last_indexed": store.last_indexed(root, workspace_id),
+            "last_indexed": indexdb.last_indexed(root, workspace_id),
         }
         for workspace_id in _workspace_ids(root)
     ]
@@ -80,7 +80,7 @@ def list_workspaces(root: Path) -> list[dict]:
                 "id": workspace_id,
                 "file_count": file_count,
                 "size_bytes": size_bytes,
-                "last_indexed": store.last_indexed(root, workspace_id),
+                "last_indexed": indexdb.last_indexed(root, workspace_id),
                 **indexstate.public_state(indexstate.read_state(root, workspace_id)),
             }
         )
@@ -91,11 +91,11 @@ def delete_workspace(root: Path, workspace_id: str) -> None:
     """Remove a workspace folder and its index."""
     root = Path(root)
     workspace_dir(root, workspace_id)  # validates the id before it names a lock file
-    with store.workspace_lock(root, workspace_id):
+    with indexdb.workspace_lock(root, workspace_id):
         path = workspace_dir(root, workspace_id)
         # Renaming first makes the workspace vanish atomically; the slow delete happens afterwards.
         doomed = root / f".delete-{secrets.token_hex(8)}"
         os.rename(path, doomed)
-        store.drop_index(root, workspace_id)
+        indexdb.drop_index(root, workspace_id)
         indexstate.clear_state(root, workspace_id)
     shutil.rmtree(doomed, ignore_errors=True)

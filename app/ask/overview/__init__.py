@@ -10,7 +10,7 @@ import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from app.ask import store, textfiles
+from app.ask import indexdb, textfiles
 from app.ask.overview.golang import go_parts
 from app.ask.overview.javascript import js_parts
 from app.ask.overview.manifests import manifest
@@ -78,7 +78,7 @@ def _project_folder(paths: list[str]) -> str | None:
 
 def _indexed_files(root: Path, workspace_id: str, folder: Path) -> dict[str, int]:
     """Path and size of the files the index knows (its size and ignore rules), else of a fresh scan."""
-    conn = store.open_for_reading(root, workspace_id)
+    conn = indexdb.open_for_reading(root, workspace_id)
     if conn is not None:
         try:
             return dict(conn.execute("SELECT path, size FROM files ORDER BY path").fetchall())

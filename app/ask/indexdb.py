@@ -1,4 +1,6 @@
-"""Where a workspace's index lives on disk, its lock, and its SQLite schema."""
+"""The search index's SQLite file: where a workspace's index lives on disk, its lock, and its schema.
+
+Not to be confused with the JSON stores of keys and users (app/keys, app/users, app/documents)."""
 
 import contextlib
 import fcntl
