@@ -18,7 +18,7 @@ from app import firstrun
 from app.ask.importer import import_archive_stream, import_workspace
 from app.ask.workspaces import delete_workspace as remove_workspace
 from app.documents import storeadmin
-from app.inputs import KEY_EXPIRY_DAYS
+from app.inputs import KEY_EXPIRY_CHOICES
 from app.keys.store import NewKey
 from app.services import services
 from app.stores import Stores
@@ -169,8 +169,7 @@ def create_key_for(actor: Actor, owner: object, name: object, expires_in_days: o
     if target.disabled:
         raise AccountRefused(f"User {owner!r} is disabled")
     if isinstance(expires_in_days, bool) or not (expires_in_days is None or isinstance(expires_in_days, int)):
-        days = ", ".join(str(days) for days in KEY_EXPIRY_DAYS if days)
-        raise AccountRefused(f"expires_in_days must be {days}, or null for never")
+        raise AccountRefused(f"expires_in_days must be {KEY_EXPIRY_CHOICES}, or null for never")
     admit = None if actor.via == "cli" else (lambda: services().limits.admit_key_creation(target.id))
     return services().keys.create(target.username, name, expires_in_days, admit=admit)
 
