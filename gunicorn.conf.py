@@ -2,11 +2,21 @@
 
 Memory rate-limit storage counts per process, so it runs one worker with threads; with Redis storage
 the limit holds across processes and we run ``WEB_CONCURRENCY`` workers (default 2 x cores + 1).
+However the count is asked for (``-w``, ``--workers``, ``GUNICORN_CMD_ARGS``, ``WEB_CONCURRENCY``, a config file
+that extends this one, ``kill -TTIN``), ``nworkers_changed`` below sees the final number and keeps it at one on memory.
 """
 
+import os
 import sys
 
-from app.config import ConfigError, load_config, load_dotenv_files, load_server_settings
+from app.config import (
+    ConfigError,
+    check_worker_count,
+    load_config,
+    load_dotenv_files,
+    load_server_settings,
+    ratelimit_storage_uri,
+)
 from app.worker import HeaderDeadlineWorker
 
 load_dotenv_files()
@@ -31,9 +41,23 @@ errorlog = "-"
 control_socket_disable = True
 
 
+def nworkers_changed(server, new_value, old_value):
+    """gunicorn calls this when it sets the worker count: at start (``old_value`` None, after the command line and
+    GUNICORN_CMD_ARGS are applied), on ``kill -TTIN``/``-TTOU`` and on a reload (``kill -HUP``)."""
+    try:
+        # What the workers will see: gunicorn's -e/--env settings win over the environment.
+        check_worker_count(new_value, ratelimit_storage_uri({**os.environ, **server.cfg.env}))
+    except ConfigError as exc:
+        if old_value is None:  # starting: refuse, before anything listens
+            sys.exit(f"askgate: configuration error: {exc}")
+        server.log.error("askgate: %s; keeping one worker", exc)
+        server.cfg.set("workers", 1)  # a reload spawns cfg.workers new workers
+        server.num_workers = 1  # calls this hook again, with 1
+
+
 def when_ready(server):
-    from app.documents.storeadmin import Stores
     from app.firstrun import setup_message
+    from app.stores import Stores
 
     users = Stores.open(_config.store_url or "files", _config.workspaces_dir).users
     host, port = _config.host, _config.port

@@ -226,6 +226,26 @@ def _limit_string(env: dict, name: str, default: str) -> str:
     return raw
 
 
+def ratelimit_storage_uri(env: dict) -> str:
+    """``RATELIMIT_STORAGE_URI`` from ``env``, default ``memory://``."""
+    storage = _get(env, "RATELIMIT_STORAGE_URI", "memory://")
+    if "://" not in storage:
+        raise ConfigError(
+            f"RATELIMIT_STORAGE_URI must be a URI such as memory:// or redis://localhost:6379/0, got {storage!r}"
+        )
+    return storage
+
+
+def check_worker_count(workers: int, storage_uri: str) -> None:
+    """Refuse several worker processes on per-process (memory) rate-limit storage: each would count on its own."""
+    if workers > 1 and storage_uri.startswith("memory://"):
+        raise ConfigError(
+            f"{workers} gunicorn workers need shared rate-limit storage: RATELIMIT_STORAGE_URI={storage_uri} counts "
+            f"per process, so every limit would be {workers} times too high; "
+            "set RATELIMIT_STORAGE_URI=redis://localhost:6379/0 or run one worker"
+        )
+
+
 def _store_url(env: dict) -> str | None:
     raw = _get(env, "STORE_URL")
     if raw is None or raw == "files":
@@ -316,11 +336,7 @@ def load_config(env: dict | None = None) -> Config:
 
     ask_index_wait = _seconds(env, "ASK_INDEX_WAIT", "10", maximum=ASK_INDEX_WAIT_MAX)
 
-    storage = _get(env, "RATELIMIT_STORAGE_URI", "memory://")
-    if "://" not in storage:
-        raise ConfigError(
-            f"RATELIMIT_STORAGE_URI must be a URI such as memory:// or redis://localhost:6379/0, got {storage!r}"
-        )
+    storage = ratelimit_storage_uri(env)
 
     auth_failure_limit = _limit_string(env, "AUTH_FAILURE_LIMIT", "20/minute")
     login_rate_limit = _limit_string(env, "LOGIN_RATE_LIMIT", "10/minute")
@@ -385,13 +401,9 @@ def load_server_settings(config: Config, env: dict | None = None) -> ServerSetti
     env = dict(os.environ if env is None else env)
     shared_storage = not config.ratelimit_storage_uri.startswith("memory://")
     default_workers = multiprocessing.cpu_count() * 2 + 1 if shared_storage else 1
+    # Only the default: -w, --workers and GUNICORN_CMD_ARGS override it, so gunicorn.conf.py checks the count
+    # gunicorn finally runs (check_worker_count, in its nworkers_changed hook).
     workers = _int(env, "WEB_CONCURRENCY", default_workers, minimum=1)
-    if workers > 1 and not shared_storage:
-        raise ConfigError(
-            f"WEB_CONCURRENCY={workers} needs shared rate-limit storage. "
-            "RATELIMIT_STORAGE_URI=memory:// counts per process, so limits would multiply by the worker count; "
-            "set RATELIMIT_STORAGE_URI=redis://localhost:6379/0 or use one worker."
-        )
     return ServerSettings(
         workers=workers,
         threads=_int(env, "GUNICORN_THREADS", 8, minimum=1),

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -113,9 +115,9 @@ def test_a_spoofed_forwarded_for_does_not_pass_the_allowlist(live_server):
 
 
 # -- start-up refusals ---------------------------------------------------------------------------------------------
-def _gunicorn(workspaces: Path, **env: str) -> subprocess.CompletedProcess:
+def _gunicorn(workspaces: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        gunicorn_command(),
+        gunicorn_command(*args),
         cwd=ROOT,
         env=server_env(workspaces, free_port(), **env),
         capture_output=True,
@@ -124,14 +126,83 @@ def _gunicorn(workspaces: Path, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_several_workers_on_memory_storage_are_refused(workspaces):
-    result = _gunicorn(workspaces, WEB_CONCURRENCY="3", RATELIMIT_STORAGE_URI="memory://")
-    assert result.returncode == 1
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith("askgate: configuration error: WEB_CONCURRENCY=3 needs shared rate-limit storage.")
-    assert "RATELIMIT_STORAGE_URI" in lines[0]
+MEMORY_REFUSAL = (
+    "askgate: configuration error: 3 gunicorn workers need shared rate-limit storage: "
+    "RATELIMIT_STORAGE_URI=memory:// counts per process, so every limit would be 3 times too high; "
+    "set RATELIMIT_STORAGE_URI=redis://localhost:6379/0 or run one worker\n"
+)
+
+
+def _extending_config(directory: Path) -> str:
+    """A config file of an operator's own that takes ours and asks for 3 workers."""
+    path = directory / "wide.conf.py"
+    path.write_text('from runpy import run_path\n\nglobals().update(run_path("gunicorn.conf.py"))\nworkers = 3\n')
+    return str(path)
+
+
+# Each way to ask gunicorn for 3 workers: (command-line arguments, environment). "CONFIG" is _extending_config's;
+# a second -c wins over gunicorn_command's own.
+WAYS_TO_ASK_FOR_THREE = {
+    "-w 3": (["-w", "3"], {}),
+    "--workers=3": (["--workers=3"], {}),
+    "GUNICORN_CMD_ARGS=-w 3": ([], {"GUNICORN_CMD_ARGS": "-w 3"}),
+    "GUNICORN_CMD_ARGS=--workers 3": ([], {"GUNICORN_CMD_ARGS": "--workers 3"}),
+    "WEB_CONCURRENCY=3": ([], {"WEB_CONCURRENCY": "3"}),
+    "config file": (["-c", "CONFIG"], {}),
+}
+
+
+def _way(name: str, directory: Path) -> tuple[list[str], dict]:
+    args, env = WAYS_TO_ASK_FOR_THREE[name]
+    return [_extending_config(directory) if arg == "CONFIG" else arg for arg in args], env
+
+
+@pytest.mark.parametrize("way", list(WAYS_TO_ASK_FOR_THREE))
+def test_several_workers_on_memory_storage_are_refused_however_asked_for(workspaces, tmp_path, way):
+    args, env = _way(way, tmp_path)
+    result = _gunicorn(workspaces, *args, **env, RATELIMIT_STORAGE_URI="memory://")
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", MEMORY_REFUSAL)
+
+
+def test_gunicorn_env_setting_counts_as_the_workers_storage(workspaces, redis_url):
+    # -e sets the workers' environment over the real one: memory:// there is refused even with Redis outside.
+    result = _gunicorn(workspaces, "-w", "3", "-e", "RATELIMIT_STORAGE_URI=memory://", RATELIMIT_STORAGE_URI=redis_url)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", MEMORY_REFUSAL)
+
+
+def test_the_final_count_decides_not_web_concurrency(start_server):
+    server = start_server({"WEB_CONCURRENCY": "3", "RATELIMIT_STORAGE_URI": "memory://"}, args=["-w", "1"])
+    assert len(server.wait_workers(1)) == 1
+    assert "configuration error" not in server.log()
+
+
+def test_a_running_server_on_memory_storage_keeps_one_worker_on_ttin(start_server):
+    server = start_server({"RATELIMIT_STORAGE_URI": "memory://"})
+    (worker,) = server.wait_workers(1)
+    os.kill(server.proc.pid, signal.SIGTTIN)
+    os.kill(server.proc.pid, signal.SIGUSR1)  # handled after TTIN: once it is logged, TTIN's work is done
+    deadline = time.monotonic() + 20
+    while "Handling signal: usr1" not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    assert server.worker_pids() == [worker]
+    assert (
+        "askgate: 2 gunicorn workers need shared rate-limit storage: RATELIMIT_STORAGE_URI=memory:// counts per "
+        "process, so every limit would be 2 times too high; set RATELIMIT_STORAGE_URI=redis://localhost:6379/0 or "
+        "run one worker; keeping one worker"
+    ) in server.log()
+    assert requests.get(server.url + "/api/health", timeout=10).status_code == 200
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("way", list(WAYS_TO_ASK_FOR_THREE))
+def test_several_workers_on_redis_storage_start_however_asked_for(start_server, redis_db, tmp_path, way):
+    args, env = _way(way, tmp_path)
+    server = start_server({**env, "RATELIMIT_STORAGE_URI": redis_db}, args=args)
+    assert len(server.wait_workers(3)) == 3
+    response = requests.get(server.url + "/api/whoami", headers=ADMIN, timeout=10)
+    assert (response.status_code, response.json()["auth_method"]) == (200, "admin_key")
+    assert "configuration error" not in server.log()
 
 
 def test_bad_config_stops_gunicorn_with_one_line(workspaces):
