@@ -56,8 +56,8 @@ def nworkers_changed(server, new_value, old_value):
 
 
 def when_ready(server):
-    from app.documents.storeadmin import Stores
     from app.firstrun import setup_message
+    from app.stores import Stores
 
     users = Stores.open(_config.store_url or "files", _config.workspaces_dir).users
     host, port = _config.host, _config.port

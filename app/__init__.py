@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Flask
 
 from app.config import Config, ConfigError, load_config, load_dotenv_files
+from app.inputs import PASSWORD_MIN, QUESTION_MAX
 from app.names import finalize_for_page
 from app.sessions import CachedSerializerSessionInterface
 
@@ -28,6 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.url_map.merge_slashes = False
     app.session_interface = CachedSerializerSessionInterface()
     app.jinja_env.finalize = finalize_for_page  # a stored name that is not text must not break the page
+    app.jinja_env.globals.update(QUESTION_MAX=QUESTION_MAX, PASSWORD_MIN=PASSWORD_MIN)  # the pages' hints and maxlength
     app.config.update(config.flask_settings())
     config.workspaces_dir.mkdir(parents=True, exist_ok=True)
 

@@ -1,6 +1,8 @@
 """Every account action, once: the pages, the API and the command line all call these.
 
-Each function checks the rule, changes the store and returns what happened; the acting ``Actor`` is passed in.
+Each function checks the rule, changes the store and returns what happened; the acting ``Actor`` is passed in
+(signing in, the user signing out). Nothing else writes the key and user stores, but for their own bookkeeping:
+a key's ``last_used_at`` and a session's last use, written as a side effect of reading them.
 A refusal is an ``AccountRefused`` (its ``status`` says which kind); invalid names and passwords stay the
 stores' own ``UserError`` and ``KeyRequestError``, the key-creation throttle ``LimitReached``. No Flask ``request``
 here: the caller says who is acting.
@@ -15,9 +17,11 @@ from typing import BinaryIO
 from app import firstrun
 from app.ask.importer import import_archive_stream, import_workspace
 from app.ask.workspaces import delete_workspace as remove_workspace
-from app.inputs import KEY_EXPIRY_DAYS
+from app.documents import storeadmin
+from app.inputs import KEY_EXPIRY_CHOICES
 from app.keys.store import NewKey
 from app.services import services
+from app.stores import Stores
 from app.users.store import User
 
 # The ways in that may manage keys: a leaked key must not mint more keys.
@@ -52,18 +56,45 @@ class AccountRefused(Exception):
         self.status = status
 
 
+@dataclass(frozen=True)
+class SignedIn:
+    """A new sign-in: the user, and the session id to keep in their signed cookie (and nowhere else)."""
+
+    user: User
+    session_id: str
+
+
+# -- sessions ---------------------------------------------------------------------------------------------------
+def sign_in(username: str, password: str) -> SignedIn | None:
+    """Sign in with a password; None when the name or password is wrong or the account is disabled (a failed
+    sign-in: the caller counts it against the login limit)."""
+    user = services().users.authenticate(username, password)
+    return None if user is None else _open_session(user)
+
+
+def sign_out(user: User, session_id: str) -> None:
+    """End one session of ``user`` on the server: the cookie it leaves behind opens nothing."""
+    services().users.end_session(user.id, session_id)
+
+
+def _open_session(user: User) -> SignedIn:
+    return SignedIn(user, services().users.start_session(user.id, services().config.session_lifetime))
+
+
 # -- users ------------------------------------------------------------------------------------------------------
-def create_first_admin(username: str, password: str) -> User:
-    """The first user, an admin, only while there are none; the setup token has then done its job."""
-    user = services().users.create(username, password, "admin", only_if_empty=True)
-    firstrun.discard_token(services().config.workspaces_dir)
-    return user
+def create_first_admin(username: str, password: str) -> SignedIn:
+    """First-run setup: the first user, an admin, only while there are none, signed in at once."""
+    return _open_session(_add_user(username, password, "admin", only_if_empty=True))
 
 
 def create_user(actor: Actor, username: str, password: str, admin: bool = False) -> User:
     _require_admin(actor)
-    user = services().users.create(username, password, "admin" if admin else "member")
-    if user.is_admin:  # an admin exists now: the setup page has done its job
+    return _add_user(username, password, "admin" if admin else "member")
+
+
+def _add_user(username: str, password: str, role: str, *, only_if_empty: bool = False) -> User:
+    user = services().users.create(username, password, role, only_if_empty=only_if_empty)
+    if user.is_admin:  # an admin exists now: the setup token has done its job
         firstrun.discard_token(services().config.workspaces_dir)
     return user
 
@@ -138,8 +169,7 @@ def create_key_for(actor: Actor, owner: object, name: object, expires_in_days: o
     if target.disabled:
         raise AccountRefused(f"User {owner!r} is disabled")
     if isinstance(expires_in_days, bool) or not (expires_in_days is None or isinstance(expires_in_days, int)):
-        days = ", ".join(str(days) for days in KEY_EXPIRY_DAYS if days)
-        raise AccountRefused(f"expires_in_days must be {days}, or null for never")
+        raise AccountRefused(f"expires_in_days must be {KEY_EXPIRY_CHOICES}, or null for never")
     admit = None if actor.via == "cli" else (lambda: services().limits.admit_key_creation(target.id))
     return services().keys.create(target.username, name, expires_in_days, admit=admit)
 
@@ -194,6 +224,36 @@ def delete_workspace(actor: Actor, workspace_id: str) -> None:
     if not may_delete_workspaces(actor):
         raise AccountRefused("Deleting a workspace needs an admin session or the admin key", 403)
     remove_workspace(services().config.workspaces_dir, workspace_id)
+
+
+# -- the stores themselves: the operator's, at the console --------------------------------------------------------
+def check_stores(actor: Actor) -> dict[str, str | None]:
+    """For each store (``keys``, ``users``), what is wrong with it, or None when it is fine. Changes nothing."""
+    _require_operator(actor)
+    return storeadmin.check(_configured_stores())
+
+
+def restore_stores(actor: Actor, only_broken: bool = True) -> list[str]:
+    """Put back the last good version of each broken store (each store with ``only_broken=False``); returns
+    the names restored. A ``StoreAdminError`` says why one could not be."""
+    _require_operator(actor)
+    return storeadmin.restore(_configured_stores(), only_broken=only_broken)
+
+
+def migrate_stores(actor: Actor, target: str, overwrite: bool = False) -> dict[str, int]:
+    """Copy every key and user to ``target`` ('files' or a redis:// URL) and verify; returns the counts copied."""
+    _require_operator(actor)
+    destination = Stores.open(target, services().config.workspaces_dir)
+    return storeadmin.migrate(_configured_stores(), destination, overwrite=overwrite)
+
+
+def _configured_stores() -> Stores:
+    return Stores(services().keys, services().users)
+
+
+def _require_operator(actor: Actor) -> None:
+    if actor.via != "cli":
+        raise AccountRefused("Only the operator, at the server's console, can do that", 403)
 
 
 def _require_admin(actor: Actor) -> None:

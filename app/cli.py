@@ -17,7 +17,7 @@ from flask.cli import AppGroup
 from app import accounts
 from app.accounts import AccountRefused
 from app.ask.errors import AskError
-from app.documents import storeadmin
+from app.documents import StoreAdminError
 from app.documents.sharedfile import StoreUnavailable, StoreWriteError
 from app.inputs import KEY_EXPIRY_DAYS
 from app.keys.store import KeyRequestError, key_status
@@ -272,17 +272,10 @@ def workspace_delete(workspace_id: str) -> None:
     click.echo(f"Deleted workspace {workspace_id}.")
 
 
-def _configured_stores():
-    from app.documents.storeadmin import Stores
-
-    svc = services()
-    return Stores(svc.keys, svc.users)
-
-
 @store_cli.command("check")
 def store_check() -> None:
     """Say whether the key and user stores can be read, and what is wrong if not."""
-    problems = storeadmin.check(_configured_stores())
+    problems = accounts.check_stores(OPERATOR)
     for name, problem in problems.items():
         click.echo(f"{name}: {'ok' if problem is None else 'BROKEN: ' + problem}")
     if any(problems.values()):
@@ -295,8 +288,8 @@ def store_check() -> None:
 def store_restore(restore_all: bool) -> None:
     """Put back the last good version (*.bak) of each broken store."""
     try:
-        restored = storeadmin.restore(_configured_stores(), only_broken=not restore_all)
-    except (storeadmin.StoreAdminError, StoreWriteError) as exc:
+        restored = accounts.restore_stores(OPERATOR, only_broken=not restore_all)
+    except (StoreAdminError, StoreWriteError) as exc:
         _fail(str(exc))
     click.echo(f"Restored: {', '.join(restored)}." if restored else "Nothing to restore: every store is fine.")
 
@@ -307,9 +300,8 @@ def store_restore(restore_all: bool) -> None:
 def store_migrate(target: str, overwrite: bool) -> None:
     """Copy every key and user from the configured store (STORE_URL) to another, then verify."""
     try:
-        destination = storeadmin.Stores.open(target, services().config.workspaces_dir)
-        counts = storeadmin.migrate(_configured_stores(), destination, overwrite=overwrite)
-    except (storeadmin.StoreAdminError, StoreWriteError) as exc:
+        counts = accounts.migrate_stores(OPERATOR, target, overwrite=overwrite)
+    except (StoreAdminError, StoreWriteError) as exc:
         _fail(str(exc))
     click.echo(f"Copied {counts['keys']} key(s) and {counts['users']} user(s); counts and digests verified.")
     click.echo("Point STORE_URL at the new store (unset it for the files) and restart every host.")

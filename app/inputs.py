@@ -12,6 +12,7 @@ TOP_K_MIN, TOP_K_MAX, TOP_K_DEFAULT = 1, 20, 5
 
 KEY_NAME_MAX = 100
 KEY_EXPIRY_DAYS = (None, 30, 90, 365)  # None: never expires
+KEY_EXPIRY_CHOICES = ", ".join(str(days) for days in KEY_EXPIRY_DAYS if days)  # "30, 90, 365", for messages
 
 USERNAME_MAX = 32
 USERNAME_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{USERNAME_MAX - 1}}}$")

@@ -9,11 +9,11 @@ from flask import Flask, current_app
 
 from app.ask import indexdb
 from app.ask.llm import LLMSettings
-from app.auth.ipallow import IPAllowlist
-from app.auth.limits import ClientLimits
 from app.config import Config
-from app.documents.storeadmin import Stores
+from app.ipallow import IPAllowlist
 from app.keys.store import KeyStore
+from app.ratelimits import ClientLimits
+from app.stores import Stores
 from app.users.store import UserStore
 
 EXTENSION_NAME = "askgate"

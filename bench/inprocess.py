@@ -31,10 +31,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
-from app.auth.ipallow import IPAllowlist  # noqa: E402
 from app.auth.principal import Principal, resolve_principal  # noqa: E402
 from app.config import load_config, parse_allowed_ips  # noqa: E402
 from app.documents.sharedfile import atomic_write  # noqa: E402
+from app.ipallow import IPAllowlist  # noqa: E402
 from app.keys import format as keyformat  # noqa: E402
 from app.keys.store import FILE_NAME, SCHEMA_VERSION, iso, utcnow  # noqa: E402
 from app.users.store import UserStore  # noqa: E402

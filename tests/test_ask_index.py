@@ -175,6 +175,9 @@ def test_identifiers_are_split_and_stemmed() -> None:
     # Only spelling variants of one word expand; related words (save/store/persist) do not.
     assert query_terms("How does the signature get saved?") == ["signatur", "sig", "get", "save"]
     assert query_terms("the environment") == ["environ"]
+    # Groups meet by stem: no member may stem to an everyday word ("settings" -> "set").
+    assert query_terms("set a map of the author") == ["set", "map", "author"]
+    assert query_terms("configuration") == ["configur", "config"]
 
 
 def test_code_aware_matching(root: Path) -> None:

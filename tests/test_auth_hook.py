@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from app.auth.ipallow import IPAllowlist
 from app.config import parse_allowed_ips
+from app.ipallow import IPAllowlist
 from app.keys.format import generate_key
 from app.keys.store import KeyStore, iso, utcnow
 from app.users.store import UserStore

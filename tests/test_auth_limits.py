@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from app.auth.limits import API_WINDOW, ClientLimits, LocalCounter
+from app.ratelimits import API_WINDOW, ClientLimits, LocalCounter
 
 
 def test_local_counter_counts_per_key_and_starts_again_after_the_window():

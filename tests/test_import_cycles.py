@@ -1,4 +1,5 @@
-"""No module of the app imports one that imports it back, at any depth, lazy imports (inside functions) included.
+"""No module of the app imports one that imports it back, at any depth, lazy imports (inside functions) included;
+nor does a package (``app.auth``, ``app.documents``...) import one that imports it back.
 
 Imports are read from the source with ``ast``, so an import inside a function counts as much as one at the top.
 ``from package import module`` is an import of that module. Importing ``a.b.c`` also runs the ``__init__`` of ``a``
@@ -22,8 +23,13 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def app_modules() -> dict[str, Path]:
+    """Every module of the app by its dotted name (a package by its own name, for its ``__init__``)."""
+    return {_module_name(p): p for p in sorted((ROOT / PACKAGE).rglob("*.py"))}
+
+
 def import_graph() -> dict[str, set[str]]:
-    files = {_module_name(p): p for p in sorted((ROOT / PACKAGE).rglob("*.py"))}
+    files = app_modules()
     graph: dict[str, set[str]] = {name: set() for name in files}
     for name, path in files.items():
         is_package = path.name == "__init__.py"
@@ -102,6 +108,38 @@ def test_the_graph_reads_lazy_and_relative_imports():
 
 def test_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The same imports between packages: at each level, each subpackage or module of a package is one node.
+
+    ``app.auth.hook`` importing ``app.services`` is ``app.auth`` -> ``app.services``; ``app.ask.overview.x``
+    importing ``app.ask.engine`` is ``app.ask.overview`` -> ``app.ask.engine``. A package and what is inside it
+    are never two nodes of one level, so a package's own ``__init__`` is no circle.
+    """
+    packages: dict[str, set[str]] = {}
+    for source, targets in graph.items():
+        for target in targets:
+            a, b = source.split("."), target.split(".")
+            common = 0
+            while common < min(len(a), len(b)) and a[common] == b[common]:
+                common += 1
+            if common < len(a) and common < len(b):  # neither is inside the other
+                unit_a, unit_b = ".".join(a[: common + 1]), ".".join(b[: common + 1])
+                packages.setdefault(unit_a, set()).add(unit_b)
+                packages.setdefault(unit_b, set())
+    return packages
+
+
+def test_the_package_graph_sees_a_circle_between_packages():
+    graph = {"app.a.x": {"app.b"}, "app.b": {"app.a.y"}, "app.a.y": {"app.a"}}
+    assert package_graph(graph) == {"app.a": {"app.b"}, "app.b": {"app.a"}}
+    assert cycles(package_graph(graph)) == [["app.a", "app.b"]]
+
+
+def test_no_import_cycles_between_packages():
+    """A module of one package never imports a package that imports the first one back (at any depth)."""
+    assert cycles(package_graph(import_graph())) == []
 
 
 def _imports_between(graph: dict[str, set[str]], source: str, target: str) -> list[tuple[str, str]]:

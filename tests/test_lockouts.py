@@ -10,8 +10,8 @@ import re
 import pytest
 import requests
 
-from app.auth.limits import ClientLimits, address_bucket
 from app.config import load_config
+from app.ratelimits import ClientLimits, address_bucket
 from app.users.store import UserStore
 from tests.conftest import ADMIN_KEY, CSRF_RE, PASSWORD, base_env
 from tests.procnet import FromAddress

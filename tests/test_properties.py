@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from app.auth.ipallow import IPAllowlist
 from app.config import ConfigError, parse_allowed_ips
+from app.ipallow import IPAllowlist
 from app.keys.format import generate_key, is_well_formed
 from app.keys.store import KeyStore
 from app.users.store import UserStore

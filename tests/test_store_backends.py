@@ -8,9 +8,9 @@ import pytest
 
 from app.documents import storeadmin
 from app.documents.sharedfile import StoreUnavailable
-from app.documents.storeadmin import Stores
 from app.keys.format import digest
 from app.keys.store import KeyStore
+from app.stores import Stores
 from app.users.store import UserStore
 
 PASSWORD = "correct horse battery"

@@ -12,12 +12,12 @@ from app.ask.engine import ask as ask_engine
 from app.ask.errors import AskError, IndexFailed, IndexNotReady, WorkspaceNotFound
 from app.ask.workspaces import is_valid_workspace_id, list_workspaces
 from app.auth.hook import protect_api
-from app.auth.limits import LimitReached
 from app.errors import APIError, json_error
 from app.extensions import limiter
 from app.inputs import QUESTION_MAX, TOP_K_DEFAULT, WORKSPACE_ID_MAX
 from app.keys.store import KeyRequestError, public_view
 from app.names import name_problem
+from app.ratelimits import LimitReached
 from app.services import services
 
 protect_api(bp)

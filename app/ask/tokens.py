@@ -30,11 +30,13 @@ STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 # Abbreviations programmers write in every language for words users ask with (and back). Only spelling
 # variants of one word: groups of related words (send/emit/dispatch) were tuned to one library and misled on
-# others, and "env" also names .env files, not only the environment.
+# others, and "env" also names .env files, not only the environment. Groups meet by stem, so no member may
+# stem to another everyday word: "settings" (-> "set"), "mapping" (-> "map") and "authorization"
+# (-> "author") made every "set", "map" and "author" of a question mean configuration, dict and auth.
 _SYNONYM_GROUPS = [
-    ["config", "configuration", "configure", "settings"],
+    ["config", "configuration", "configure"],
     ["app", "application"],
-    ["auth", "authentication", "authenticate", "authorization"],
+    ["auth", "authentication", "authenticate"],
     ["ctx", "context"],
     ["req", "request"],
     ["resp", "response"],
@@ -67,7 +69,7 @@ _SYNONYM_GROUPS = [
     ["id", "identifier"],
     ["pwd", "passwd", "password"],
     ["tmp", "temp", "temporary"],
-    ["dict", "dictionary", "mapping"],
+    ["dict", "dictionary"],
     ["obj", "object"],
     ["ref", "reference"],
     ["doc", "docs", "documentation"],

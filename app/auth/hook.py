@@ -102,7 +102,7 @@ def _is_api_request() -> bool:
 def protect_api(api: Blueprint) -> None:
     """Guard the API blueprint (once, at import)."""
     csrf.exempt(api)  # CSRF for session callers is enforced in guard_api, after we know who they are
-    # The API counts its own limits in guard_api (app.auth.limits); flask-limiter keeps /login.
+    # The API counts its own limits in guard_api (app.ratelimits); flask-limiter keeps /login.
     limiter.request_filter(_is_api_request)
     api.before_request(guard_api)
     api.after_request(finish_api)

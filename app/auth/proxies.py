@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.auth.ipallow import IPAllowlist, Network
+from app.ipallow import IPAllowlist, Network
 
 
 class TrustedProxyFix:

@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
 from app.documents import StoreAdminError, StoreUnavailable
-from app.keys.store import KeyStore
-from app.users.store import UserStore
 
 
-@dataclass(frozen=True)
-class Stores:
-    keys: KeyStore
-    users: UserStore
+class StoreDocuments(Protocol):
+    """The stores to look after (such as ``app.stores.Stores``): their documents by name, ``keys`` and ``users``."""
 
-    @classmethod
-    def open(cls, location: str, workspaces_dir: Path) -> Stores:
-        """``files`` (the JSON files in ``workspaces_dir``) or a ``redis://`` URL."""
-        if location == "files":
-            return cls(KeyStore(workspaces_dir), UserStore(workspaces_dir))
-        if location.startswith(("redis://", "rediss://", "unix://")):
-            from app.documents.redisdoc import redis_client
-
-            client = redis_client(location)
-            return cls(KeyStore(redis_client=client), UserStore(redis_client=client))
-        raise StoreAdminError(f"Unknown store {location!r}: use 'files' or a redis:// URL")
-
-    def documents(self) -> dict:
-        return {"keys": self.keys.file, "users": self.users.file}
+    def documents(self) -> dict: ...
 
 
-def check(stores: Stores) -> dict[str, str | None]:
+def check(stores: StoreDocuments) -> dict[str, str | None]:
     """For each document, what is wrong with it, or None when it is fine."""
     return {name: document.check() for name, document in stores.documents().items()}
 
@@ -43,7 +25,7 @@ def _backup(document) -> dict | None:
         raise StoreAdminError(f"The backup is not usable either: {exc}") from None
 
 
-def restore(stores: Stores, only_broken: bool = True) -> list[str]:
+def restore(stores: StoreDocuments, only_broken: bool = True) -> list[str]:
     """Put back the last good version (written on each successful change) of each broken document."""
     restored = []
     for name, document in stores.documents().items():
@@ -57,10 +39,11 @@ def restore(stores: Stores, only_broken: bool = True) -> list[str]:
     return restored
 
 
-def _fingerprint(stores: Stores) -> dict:
+def _fingerprint(stores: StoreDocuments) -> dict:
     try:
-        keys = stores.keys.file.read()["keys"]
-        users = stores.users.file.read()["users"]
+        documents = stores.documents()
+        keys = documents["keys"].read()["keys"]
+        users = documents["users"].read()["users"]
     except StoreUnavailable as exc:
         raise StoreAdminError(str(exc)) from None
     return {
@@ -69,7 +52,7 @@ def _fingerprint(stores: Stores) -> dict:
     }
 
 
-def migrate(source: Stores, target: Stores, *, overwrite: bool = False) -> dict[str, int]:
+def migrate(source: StoreDocuments, target: StoreDocuments, *, overwrite: bool = False) -> dict[str, int]:
     """Copy every key and user from ``source`` to ``target``, then verify counts and digests match."""
     before = _fingerprint(target)
     if (before["keys"] or before["users"]) and not overwrite:
@@ -78,12 +61,11 @@ def migrate(source: Stores, target: Stores, *, overwrite: bool = False) -> dict[
             "refusing to overwrite them (pass --overwrite if you mean it)"
         )
     try:
-        keys_doc = source.keys.file.read()
-        users_doc = source.users.file.read()
+        documents = {name: document.read() for name, document in source.documents().items()}
     except StoreUnavailable as exc:
         raise StoreAdminError(f"The source cannot be read: {exc}") from None
-    target.keys.file.replace_all(keys_doc)
-    target.users.file.replace_all(users_doc)
+    for name, document in target.documents().items():
+        document.replace_all(documents[name])
     expected, got = _fingerprint(source), _fingerprint(target)
     if expected != got:
         raise StoreAdminError("Verification failed: the target differs from the source after copying")

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from app.documents.sharedfile import open_document
-from app.inputs import KEY_EXPIRY_DAYS, KEY_NAME_MAX
+from app.inputs import KEY_EXPIRY_CHOICES, KEY_EXPIRY_DAYS, KEY_NAME_MAX
 from app.keys.format import digest, display_prefix, generate_key, is_well_formed
 from app.names import name_problem
 
@@ -159,7 +159,7 @@ class KeyStore:
         """
         name = validate_key_name(name)
         if expires_in_days not in KEY_EXPIRY_DAYS:
-            raise KeyRequestError("expires_in_days must be one of 30, 90, 365, or null for never")
+            raise KeyRequestError(f"expires_in_days must be one of {KEY_EXPIRY_CHOICES}, or null for never")
         if admit is not None:
             admit()
         raw = generate_key()

@@ -10,8 +10,8 @@ from flask_login import current_user, login_required, login_user
 
 from app import accounts
 from app.accounts import AccountRefused
-from app.auth.limits import LimitReached
 from app.keys.store import KeyRequestError, key_status, public_view
+from app.ratelimits import LimitReached
 from app.services import services
 from app.users.store import UserError
 from app.web.forms import ChangePasswordForm, NewKeyForm, RevokeKeyForm

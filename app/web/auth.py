@@ -8,9 +8,9 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from flask_login import current_user, login_user, logout_user
 
 from app import accounts, firstrun
-from app.auth.limits import address_bucket
 from app.documents.sharedfile import StoreUnavailable
 from app.extensions import limiter, login_manager
+from app.ratelimits import address_bucket
 from app.services import services
 from app.users.store import User, UserError
 from app.web.forms import LoginForm, SetupForm
@@ -57,11 +57,11 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
-def start_session(user: User) -> None:
+def start_session(signed_in: accounts.SignedIn) -> None:
     # A new session at sign-in: nothing from a cookie set before it (a fixed session) survives.
     session.clear()
-    session[SESSION_ID] = services().users.start_session(user.id, services().config.session_lifetime)
-    login_user(user)
+    session[SESSION_ID] = signed_in.session_id
+    login_user(signed_in.user)
     session.permanent = False
 
 
@@ -94,14 +94,13 @@ def index():
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.home"))
-    users = services().users
-    if users.count() == 0:
+    if services().users.count() == 0:
         return render_template("setup_needed.html", token_file=firstrun.token_path(services().config.workspaces_dir))
     form = LoginForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
-        user = users.authenticate(form.username.data, form.password.data)
-        if user:
-            start_session(user)
+        signed_in = accounts.sign_in(form.username.data, form.password.data)
+        if signed_in:
+            start_session(signed_in)
             return redirect(safe_next(form.next.data) or url_for("dashboard.home"))
         g.login_failed = True
         flash("Wrong username or password, or the account is disabled.", "error")
@@ -114,7 +113,7 @@ def login():
 def logout():
     sid = session.get(SESSION_ID)
     if current_user.is_authenticated and isinstance(sid, str):
-        services().users.end_session(current_user.id, sid)
+        accounts.sign_out(current_user, sid)
     logout_user()
     session.clear()
     flash("You are signed out.", "info")
@@ -132,11 +131,11 @@ def first_admin():
     form = SetupForm(token=token)
     if form.validate_on_submit():
         try:
-            user = accounts.create_first_admin(form.username.data, form.password.data)
+            signed_in = accounts.create_first_admin(form.username.data, form.password.data)
         except UserError as exc:
             flash(str(exc), "error")
         else:
-            start_session(user)
-            flash(f"Welcome, {user.username}. You are the first admin of this Askgate.", "success")
+            start_session(signed_in)
+            flash(f"Welcome, {signed_in.user.username}. You are the first admin of this Askgate.", "success")
             return redirect(url_for("dashboard.home"))
     return render_template("setup.html", form=form)
