@@ -20,6 +20,9 @@ def init_app(app: Flask, limit: int) -> None:
     """Limit every ``/api`` request body to ``limit`` bytes (413 beyond, nothing parsed)."""
 
     def limit_api_body() -> None:
+        environ = request.environ
+        if environ.get("CONTENT_LENGTH") is None and "HTTP_TRANSFER_ENCODING" not in environ:
+            return  # neither a length nor a transfer coding: no body at all (a GET), nothing to limit
         if not _is_api_path(request.path):
             return
         if request.content_length is not None:

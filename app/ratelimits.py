@@ -202,6 +202,8 @@ class ClientLimits:
 
     def throttled(self, ip: str) -> dict[str, str] | None:
         """The 429 headers if ``ip`` has used up its failed attempts, else None (no storage call)."""
+        if not self._throttled:
+            return None  # nobody is throttled (the usual case): no address to parse
         bucket = address_bucket(ip)
         entry = self._throttled.get(bucket)
         if entry is None:

@@ -27,6 +27,8 @@ HEADERS = {
 }
 
 
+# One extend instead of a setdefault per header: ~10 µs (2.5x) less per response, bench/inprocess.py's
+# "micro: security headers" rows (`.venv/bin/python bench/inprocess.py --micro`).
 _HEADER_LIST = list(HEADERS.items())
 
 

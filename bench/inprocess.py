@@ -307,6 +307,102 @@ def redis_round_trips(workspaces: Path, raw: str, scratch: Path, log=print) -> l
         server.stop()
 
 
+# -- micro-optimizations in the request path, each against its plain form ---------------------------------
+MICRO = "micro:"
+
+
+def micro_pairs(app) -> list[tuple[Case, Case]]:
+    """(kept form, plain form) for each micro-optimization in the request path, the same work done both ways.
+
+    Each optimization keeps its place only while its row shows the plain form measurably slower (issue 11).
+    """
+    from types import SimpleNamespace
+
+    from flask import request
+    from flask.sessions import SecureCookieSessionInterface
+    from werkzeug.datastructures import Headers
+
+    from app.auth import hook
+    from app.security import HEADERS, add_security_headers
+    from app.sessions import CachedSerializerSessionInterface
+
+    def clock_plain() -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    # The access log's timestamp was once cached per second (a class like this one). It saved under 1 µs a
+    # request, and its two fields could be read half-updated by another thread: app/auth/hook.py has the plain form.
+    class CachedClock:
+        second, text = -1, ""
+
+        @classmethod
+        def now(cls) -> str:
+            second = int(time.time())
+            if second != cls.second:
+                cls.second, cls.text = second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+            return cls.text
+
+    line = json.dumps({"time": clock_plain(), "event": "api_auth", "ip": CLIENT_IP, "path": "/api/whoami"})
+
+    # The security headers on a fresh JSON response's headers (the copy is the same in both rows).
+    base = Headers([("Content-Type", "application/json"), ("Content-Length", "120"), ("X-RateLimit-Limit", "10")])
+
+    def headers_kept() -> None:
+        add_security_headers(SimpleNamespace(headers=base.copy(), mimetype="application/json"))
+
+    def headers_plain() -> None:
+        response = SimpleNamespace(headers=base.copy(), mimetype="application/json")
+        for name, value in HEADERS.items():
+            response.headers.setdefault(name, value)
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Cache-Control", "no-store")
+
+    def session_case(interface) -> Callable[[], contextlib.AbstractContextManager[Callable[[], object]]]:
+        @contextlib.contextmanager
+        def setup():
+            # What every cookie-less request pays: open_session builds (or finds) the signing serializer.
+            with app.test_request_context("/api/whoami", environ_base={"REMOTE_ADDR": CLIENT_IP}):
+                req = request._get_current_object()
+                yield partial(interface.open_session, app, req)
+
+        return setup
+
+    return [
+        (
+            plain(f"{MICRO} log timestamp, cached per second (dropped)", CachedClock.now),
+            plain(f"{MICRO} log timestamp, strftime per call (app/auth/hook.py)", clock_plain),
+        ),
+        (
+            plain(f"{MICRO} access line, makeRecord + handle", partial(hook.write_access_line, line)),
+            plain(f"{MICRO} access line, logger.info", partial(hook.access_log.info, line)),
+        ),
+        (
+            plain(f"{MICRO} security headers, one extend", headers_kept),
+            plain(f"{MICRO} security headers, setdefault each", headers_plain),
+        ),
+        (
+            Case(
+                f"{MICRO} session open, serializer cached (app/sessions.py)",
+                session_case(CachedSerializerSessionInterface()),
+            ),
+            Case(f"{MICRO} session open, Flask's serializer per request", session_case(SecureCookieSessionInterface())),
+        ),
+    ]
+
+
+def run_micro(app, rounds: int = 7) -> list[Timing]:
+    """Time every pair interleaved; each plain row's note gives plain/kept, the same-run ratio of medians."""
+    pairs = micro_pairs(app)
+    timings = {t.name: t for t in run_cases([case for pair in pairs for case in pair], rounds=rounds)}
+    rows = []
+    for kept, plain_case in pairs:
+        k, p = timings[kept.name], timings[plain_case.name]
+        rows.append(k)
+        ratio, best = p.median_us / k.median_us, p.min_us / k.min_us
+        note = f"plain/kept {ratio:.2f}x (best {best:.2f}x), {p.median_us - k.median_us:+.2f} µs per call"
+        rows.append(Timing(p.name, p.median_us, p.min_us, p.calls, note))
+    return rows
+
+
 # -- the benchmarks ------------------------------------------------------------------------------------
 def run(log=print) -> list[Timing]:
     results: list[Timing] = []
@@ -378,6 +474,8 @@ def run(log=print) -> list[Timing]:
         ]
         results += run_cases(cases)
         log("  principal, allowlist, stat check and WSGI calls done (5 interleaved rounds)")
+        results += run_micro(app10k)
+        log("  micro-optimizations against their plain forms done")
 
         path = store.file.path
         tick = [os.stat(path).st_mtime_ns]
@@ -406,8 +504,20 @@ def run(log=print) -> list[Timing]:
     return results
 
 
+def run_micro_only(log=print) -> list[Timing]:
+    scratch = Path(tempfile.mkdtemp(prefix="askgate-bench-micro-"))
+    logging.getLogger("askgate").setLevel(logging.WARNING)
+    try:
+        workspaces, _ = make_workspace(scratch, "ws", 10)
+        app = make_app(workspaces)
+        quiet_access_log()
+        return run_micro(app)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 if __name__ == "__main__":
     with contextlib.redirect_stderr(io.StringIO()):
-        timings = run()
+        timings = run_micro_only() if "--micro" in sys.argv[1:] else run()
     for t in timings:
         print(f"{t.name:<60} {t.median_us:10.2f} µs  (best {t.min_us:.2f})  {t.note}")

@@ -250,3 +250,20 @@ def test_code_outranks_translation_catalogues_and_dot_files(root: Path) -> None:
         "pkg/locale/fr/messages.po",
         ".editorconfig",
     ]
+
+
+def test_guides_outrank_changelogs_licences_and_release_notes(root: Path) -> None:
+    ws = root / "records"
+    prose = "Load the translation file for a language before the first request.\n" * 3
+    for name in ("CHANGELOG.md", "LICENSE", "releasenotes/notes/add-translations.yaml", "docs/guide.md"):
+        _write(ws / name, prose)
+    for number in range(12):  # unrelated code, so that the question's words are rare enough to count
+        _write(ws / "pkg" / f"other{number}.py", f"def other{number}():\n    return {number}\n")
+    update_index(root, "records")
+    ranked = search(root, "records", "Where does it load the translation file for a language?", 4)
+    assert ranked[0].path == "docs/guide.md"
+    assert {source.path for source in ranked[1:]} == {
+        "CHANGELOG.md",
+        "LICENSE",
+        "releasenotes/notes/add-translations.yaml",
+    }

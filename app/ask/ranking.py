@@ -20,9 +20,10 @@ _OWNER_BOOST = 0.5  # the enclosing class
 _PATH_BOOST = 0.3  # folder and file names
 _DOC_BOOST = 1.0  # the docstring: where code says in words what it does
 _SYNONYM_WEIGHT = 0.8  # the user's own word is better evidence than our guess at what they meant
-_TEST_PENALTY = 0.4  # tests mention everything; users ask about the code under test
+_TEST_PENALTY = 0.2  # tests mention everything; users ask about the code under test
 _PROSE_PENALTY = 0.3  # documentation and data files explain or configure, the code defines
 _EXAMPLE_PENALTY = 0.8  # examples, docs' code and benchmarks use the library rather than define it
+_RECORD_PENALTY = 0.3  # changelogs, licences and release notes record the project; they explain no code
 _CLASS_WEIGHT = 1.0  # up to doubles a chunk whose class leads the ranking (see _class_context)
 _CONTEXT_LEADERS = 5
 # bm25 weights of symbol, path, doc and body terms; the boosts above already favour names and docs.
@@ -141,6 +142,8 @@ def _path_factor(path: str) -> float:
         factor *= _PROSE_PENALTY
     if _is_example_path(path):
         factor *= _EXAMPLE_PENALTY
+    if _is_record_path(path):
+        factor *= _RECORD_PENALTY
     return factor
 
 
@@ -206,6 +209,11 @@ _PROSE_SUFFIXES = (
 _EXAMPLE_FOLDERS = {"example", "examples", "docs", "doc", "benchmark", "benchmarks", "bench", "demo", "samples"}
 
 
+# Files that record the project's history and terms rather than explain it (the name without extension).
+_RECORD_NAMES = {"changelog", "changes", "history", "news", "license", "licence", "copying", "notice", "authors"}
+_RECORD_FOLDERS = {"releasenotes", "changelog", "changes", "newsfragments", "changelog.d"}
+
+
 def _is_code_path(path: str) -> bool:
     # A dot file (.editorconfig, .gitignore) is a tool's settings, whatever its name.
     name = path.rsplit("/", 1)[-1].lower().lstrip(".")
@@ -214,6 +222,12 @@ def _is_code_path(path: str) -> bool:
 
 def _is_example_path(path: str) -> bool:
     return any(part.lower() in _EXAMPLE_FOLDERS for part in path.split("/")[:-1])
+
+
+def _is_record_path(path: str) -> bool:
+    parts = path.lower().split("/")
+    name = parts[-1].split(".", 1)[0]
+    return name in _RECORD_NAMES or name == "pkg-info" or any(part in _RECORD_FOLDERS for part in parts[:-1])
 
 
 def _idf(conn: sqlite3.Connection, terms: list[str]) -> dict[str, float]:

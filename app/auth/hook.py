@@ -40,20 +40,6 @@ def guard_api() -> Response | None:
     return None
 
 
-class _Clock:
-    """The log's timestamp, formatted once a second rather than once a request."""
-
-    second = -1
-    text = ""
-
-    @classmethod
-    def now(cls) -> str:
-        second = int(time.time())
-        if second != cls.second:
-            cls.second, cls.text = second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
-        return cls.text
-
-
 def finish_api(response: Response) -> Response:
     """Add the limit headers, and write one JSON line per authentication attempt (never the key)."""
     headers = g.get("limit_headers")
@@ -66,7 +52,7 @@ def finish_api(response: Response) -> Response:
     key = principal.key if principal else None
     status = response.status_code
     entry = {
-        "time": _Clock.now(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "event": "api_auth",
         "ip": request.remote_addr,
         "method": request.method,
@@ -79,10 +65,14 @@ def finish_api(response: Response) -> Response:
         "key_prefix": key["prefix"] if key else None,
     }
     if access_log.isEnabledFor(logging.INFO):
-        # makeRecord + handle skips logging's caller lookup, the dearest part of a plain .info() call.
-        line = json.dumps(entry, separators=(",", ":"))
-        access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, line, None, None))
+        write_access_line(json.dumps(entry, separators=(",", ":")))
     return response
+
+
+def write_access_line(line: str) -> None:
+    # makeRecord + handle skips logging's caller lookup: ~1.2 µs (1.25x) less than access_log.info(line),
+    # bench/inprocess.py's "micro: access line" rows (`.venv/bin/python bench/inprocess.py --micro`).
+    access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, line, None, None))
 
 
 def configure_access_log() -> None:

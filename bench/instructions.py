@@ -1,0 +1,84 @@
+"""Instructions per WSGI call (valgrind's callgrind), for this checkout or others: a comparison load cannot move.
+
+Usage: .venv/bin/python bench/instructions.py [TREE ...] [--calls N]   (TREE: a checkout, default this one)
+
+Timings on a shared 2-core machine drift by tens of percent; an instruction count does not. Each figure is
+(instructions with N calls - instructions with 0 calls) / N, in a child process started in TREE (its own code and
+its own ``bench/inprocess.py`` fixtures), with a fixed hash seed. Slow (valgrind runs Python ~50x slower): about
+20 s per row. Compare an old commit with ``git worktree add /tmp/old COMMIT`` and pass both trees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = ("bare", "health", "whoami")
+
+CHILD = """
+import contextlib, io, logging, sys, tempfile
+from pathlib import Path
+sys.path.insert(0, ".")
+with contextlib.redirect_stderr(io.StringIO()):
+    from bench import inprocess as ip
+    from bench.bare_app import REFERENCE_PATH, create_app as bare
+    logging.getLogger("askgate").setLevel(logging.WARNING)
+    workspaces, raw = ip.make_workspace(Path(tempfile.mkdtemp()), "ws", 10)
+    app = ip.make_app(workspaces)
+    ip.quiet_access_log()
+    calls = {
+        "bare": ip.wsgi_caller(bare(), REFERENCE_PATH, {}),
+        "health": ip.wsgi_caller(app, "/api/health", {}),
+        "whoami": ip.wsgi_caller(app, "/api/whoami", {"x-api-key": raw}),
+    }
+    call = calls[sys.argv[1]]
+    for _ in range(int(sys.argv[2])):
+        call()
+"""
+
+
+def instructions(tree: Path, case: str, calls: int) -> int:
+    run = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-c",
+            CHILD,
+            case,
+            str(calls),
+        ],
+        cwd=tree,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(re.search(r"Collected : (\d+)", run.stderr).group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("trees", nargs="*", type=Path, default=[ROOT])
+    p.add_argument("--calls", type=int, default=300, help="WSGI calls per measured run (default 300)")
+    args = p.parse_args(argv)
+    if not shutil.which("valgrind"):
+        print("bench/instructions.py needs valgrind (apt-get install valgrind)", file=sys.stderr)
+        return 1
+    for tree in args.trees:
+        base = instructions(tree, "health", 0)  # start-up and fixtures alone: the same for every case
+        for case in CASES:
+            per_call = (instructions(tree, case, args.calls) - base) / args.calls
+            print(f"{tree}  {case:<7} {per_call:>12,.0f} instructions per WSGI call", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
