@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app import firstrun
+from app.ask.errors import WorkspaceNotFound
 from app.ask.importer import import_archive_stream, import_workspace
 from app.ask.workspaces import delete_workspace as remove_workspace
+from app.ask.workspaces import workspace_dir
 from app.documents import storeadmin
-from app.inputs import KEY_EXPIRY_CHOICES
-from app.keys.store import NewKey
+from app.inputs import KEY_EXPIRY_CHOICES, KEY_RATE_LIMIT_ADMIN_MAX, ROTATE_GRACE_DEFAULT
+from app.keys.errors import KeyRequestError
+from app.keys.limits import check_rate_limit, parse_key_limits
+from app.keys.store import KeyStateError, NewKey, check_changeable
 from app.services import services
 from app.stores import Stores
 from app.users.store import User
@@ -49,7 +53,8 @@ class Actor:
 
 
 class AccountRefused(Exception):
-    """The rule says no; ``status`` is 400 (bad request), 403 (not allowed) or 404 (nothing the actor may see)."""
+    """The rule says no; ``status`` is 400 (bad request), 403 (not allowed), 404 (nothing the actor may see) or
+    409 (not in a state that allows it)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -148,11 +153,14 @@ def find_key(actor: Actor, key_id: str) -> dict:
     return record
 
 
-def create_key_for(actor: Actor, owner: object, name: object, expires_in_days: object) -> NewKey:
+def create_key_for(
+    actor: Actor, owner: object, name: object, expires_in_days: object, limits: dict | None = None
+) -> NewKey:
     """A new key for ``owner`` (None: the actor), an existing enabled user; counted against KEY_CREATE_LIMIT.
 
-    Naming an owner at all is an admin's request. The raw key is in the result and nowhere else. The operator
-    at the console is not throttled.
+    Naming an owner at all is an admin's request. ``limits`` holds any of ``scopes``, ``workspaces``,
+    ``rate_limit`` and ``allowed_ips`` (the defaults for the others; see :func:`check_key_limits`). The raw key
+    is in the result and nowhere else. The operator at the console is not throttled.
     """
     require_key_manager(actor)
     if owner is None:
@@ -170,8 +178,63 @@ def create_key_for(actor: Actor, owner: object, name: object, expires_in_days: o
         raise AccountRefused(f"User {owner!r} is disabled")
     if isinstance(expires_in_days, bool) or not (expires_in_days is None or isinstance(expires_in_days, int)):
         raise AccountRefused(f"expires_in_days must be {KEY_EXPIRY_CHOICES}, or null for never")
+    checked = check_key_limits(actor, limits or {})
     admit = None if actor.via == "cli" else (lambda: services().limits.admit_key_creation(target.id))
-    return services().keys.create(target.username, name, expires_in_days, admit=admit)
+    return services().keys.create(target.username, name, expires_in_days, admit=admit, limits=checked)
+
+
+def check_key_limits(actor: Actor, limits: dict, current: dict | None = None) -> dict:
+    """The limits in ``limits`` (all four for a new key, those present when changing the key ``current``), checked
+    against the rules that need context; raises KeyRequestError (400) naming the field, AccountRefused (403).
+
+    Only an admin may give ``workspaces:write``; listed workspaces must exist; ``rate_limit`` is at most
+    ``API_RATE_LIMIT`` (an admin's up to KEY_RATE_LIMIT_ADMIN_MAX). What an admin gave a key stays when its
+    owner changes something else: a value the key already has is never refused.
+    """
+    checked = parse_key_limits(limits, partial=current is not None)
+    current = current or {}
+    grants_write = "workspaces:write" in checked.get("scopes", ()) and "workspaces:write" not in current.get(
+        "scopes", ()
+    )
+    if grants_write and not actor.is_admin:
+        raise AccountRefused("Only admins can give a key workspaces:write", 403)
+    if checked.get("rate_limit") is not None and checked["rate_limit"] != current.get("rate_limit"):
+        maximum = KEY_RATE_LIMIT_ADMIN_MAX if actor.is_admin else services().config.api_rate_limit
+        check_rate_limit(checked["rate_limit"], maximum)
+    for workspace_id in checked.get("workspaces") or ():
+        if workspace_id in (current.get("workspaces") or ()):
+            continue  # deleted since it was given: keeping it does no harm
+        try:
+            workspace_dir(services().config.workspaces_dir, workspace_id)
+        except WorkspaceNotFound:
+            raise KeyRequestError(f"workspaces: there is no workspace {workspace_id!r}") from None
+    return checked
+
+
+def update_key(actor: Actor, key_id: str, changes: dict) -> dict:
+    """Change the name and limits (any of ``name``, ``scopes``, ``workspaces``, ``rate_limit``, ``allowed_ips``) of
+    a key the actor may see; returns the record. Unknown fields are a KeyRequestError naming them."""
+    record = find_key(actor, key_id)
+    check_changeable(changes)
+    limits = check_key_limits(actor, changes, current=record)
+    updated = services().keys.update(key_id, {**changes, **limits})
+    if updated is None:  # deleted in between
+        raise AccountRefused("Key not found", 404)
+    return updated
+
+
+def rotate_key(actor: Actor, key_id: str, grace_seconds: object = ROTATE_GRACE_DEFAULT) -> NewKey:
+    """A new secret for a key the actor may see (same id, name, limits and expiry); the old one keeps working for
+    ``grace_seconds`` (0 to ROTATE_GRACE_MAX). The record's ``previous_expires_at`` says until when (None with no
+    grace). A revoked or expired key is refused (409). The raw key is in the result and nowhere else."""
+    find_key(actor, key_id)
+    try:
+        new = services().keys.rotate(key_id, grace_seconds)
+    except KeyStateError as exc:
+        raise AccountRefused(str(exc), 409) from None
+    if new is None:  # deleted in between
+        raise AccountRefused("Key not found", 404)
+    return new
 
 
 def revoke_key(actor: Actor, key_id: str) -> dict:

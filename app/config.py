@@ -59,6 +59,7 @@ class Config:
     session_lifetime: int = 12 * 3600  # seconds of inactivity
     api_max_json_bytes: int = 64 * 1024
     request_header_timeout: float = 10.0
+    index_dir: Path | None = None  # None: WORKSPACES_DIR/.index
 
     def flask_settings(self) -> dict:
         """The subset Flask and its extensions read from ``app.config``."""
@@ -273,6 +274,31 @@ def _workspaces_dir(env: dict) -> Path:
     return path
 
 
+def _index_dir(env: dict, workspaces_dir: Path) -> Path:
+    """``INDEX_DIR``: the search indexes, their locks and states (default ``WORKSPACES_DIR/.index``).
+
+    A folder named here is created at start, so that a bad path stops start-up with one line."""
+    raw = _get(env, "INDEX_DIR")
+    if raw is None:
+        return workspaces_dir / ".index"  # created when first needed, as it always was
+    path = Path(raw).resolve()
+    if path == workspaces_dir:
+        raise ConfigError(f"INDEX_DIR must be a folder of its own, not WORKSPACES_DIR itself ({path})")
+    if path.is_relative_to(workspaces_dir) and not path.relative_to(workspaces_dir).parts[0].startswith("."):
+        # A folder such as WORKSPACES_DIR/indexes would be listed, and indexed, as a workspace.
+        raise ConfigError(
+            f"INDEX_DIR {path} is inside WORKSPACES_DIR: use a name starting with '.' there "
+            "(such as the default .index) or a folder elsewhere"
+        )
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"INDEX_DIR {path} is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"INDEX_DIR {path} does not exist and cannot be created ({exc.strerror})") from None
+    return path
+
+
 def _secret_key(env: dict, workspaces_dir: Path) -> str:
     """SECRET_KEY from the environment, else one generated once and kept beside the data."""
     configured = _get(env, "SECRET_KEY")
@@ -369,6 +395,7 @@ def load_config(env: dict | None = None) -> Config:
         session_lifetime=parse_duration("SESSION_LIFETIME", _get(env, "SESSION_LIFETIME", "12h")),
         api_max_json_bytes=_int(env, "API_MAX_JSON_BYTES", 64 * 1024, minimum=1024),
         request_header_timeout=_header_timeout(env),
+        index_dir=_index_dir(env, workspaces_dir),
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
+from app.ask import indexdb
 from app.ask.llm import LLMSettings
 from app.config import Config
 from app.ipallow import IPAllowlist
@@ -41,6 +42,8 @@ def init_services(app: Flask, config: Config, limiter_storage=None) -> Services:
         bucket = "env:" + hashlib.sha256(key.encode()).hexdigest()[:16]
         env_keys.append((key.encode(), "client_key", bucket))
     stores = Stores.open(config.store_url or "files", config.workspaces_dir)
+    if config.index_dir is not None:
+        indexdb.place_indexes(config.workspaces_dir, config.index_dir)
     svc = Services(
         config=config,
         keys=stores.keys,

@@ -51,9 +51,17 @@ def _run_all(target: object, root: Path) -> list:
     return outcomes
 
 
-def test_concurrent_updates_build_the_index_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("elsewhere", [False, True])
+def test_concurrent_updates_build_the_index_once(tmp_path: Path, tmp_path_factory, monkeypatch, elsewhere) -> None:
+    monkeypatch.setattr(indexdb, "_placed", {})
+    index_dir = tmp_path / ".index"
+    if elsewhere:  # INDEX_DIR away from the workspaces: its lock files still serialise this host's writers
+        index_dir = tmp_path_factory.mktemp("local-indexes")
+        indexdb.place_indexes(tmp_path, index_dir)
     _make_workspace(tmp_path)
     outcomes = _run_all(_update, tmp_path)
+    assert (index_dir / "busy.lock").is_file()
+    assert (tmp_path / ".index").exists() is not elsewhere
     reads = sorted(files_read for files_read, _ in outcomes)
     assert reads == [0] * (WORKERS - 1) + [FILES]
     assert len({chunks for _, chunks in outcomes}) == 1

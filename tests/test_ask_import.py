@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 import stat
 import struct
 import tarfile
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.ask import ImportRefused, ask, import_archive_stream, import_workspace, list_workspaces
+from app.ask.generation import GENERATION_FILE, read_generation
 from app.ask.unpack import Budget
 
 FILES = {"src/app.py": b"def greet(name):\n    return 'hi ' + name\n", "README.md": b"# Demo\n"}
@@ -59,7 +61,10 @@ def _assert_nothing_left(root: Path) -> None:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    """The imported files, without the import's generation token (tested on its own)."""
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert re.fullmatch(rb"[0-9a-f]{32}\n", files.pop(GENERATION_FILE))
+    return files
 
 
 def test_import_folder(root: Path, tmp_path: Path) -> None:
@@ -169,12 +174,37 @@ def test_existing_workspace_needs_replace(root: Path, tmp_path: Path) -> None:
     two = _zip(tmp_path / "two.zip", {"new.py": b"def new_thing():\n    pass\n"})
     with pytest.raises(ImportRefused, match="Workspace 'demo' already exists"):
         import_workspace(root, "demo", two)
+    first_import = read_generation(root / "demo")
     result = import_workspace(root, "demo", two, replace=True)
     assert result["file_count"] == 1
     assert _files(root / "demo") == {"new.py": b"def new_thing():\n    pass\n"}
+    assert read_generation(root / "demo") not in (first_import, None)
     assert ask(root, "demo", "old thing")["sources"] == []
     assert ask(root, "demo", "new thing")["sources"][0]["symbol"] == "new_thing"
     assert sorted(p.name for p in root.iterdir()) == [".index", "demo"]
+
+
+def test_an_import_through_another_host_landing_first_is_a_clear_refusal(root, tmp_path, monkeypatch) -> None:
+    import app.ask.importer as importer
+
+    import_workspace(root, "demo", _zip(tmp_path / "one.zip", {"old.py": b"old = 1\n"}))
+    real_rename = os.rename
+
+    def other_host_lands_first(source, target):
+        if Path(target) == root / "demo" and Path(source).name.startswith(".import-"):
+            (root / "demo").mkdir()  # another host's import, under that host's own lock
+            (root / "demo" / "theirs.py").write_bytes(b"theirs = 1\n")
+        real_rename(source, target)
+
+    monkeypatch.setattr(importer.os, "rename", other_host_lands_first)
+    with pytest.raises(ImportRefused) as exc:
+        import_workspace(root, "demo", _zip(tmp_path / "two.zip", {"new.py": b"new = 1\n"}), replace=True)
+    assert str(exc.value) == (
+        "Workspace 'demo' changed while it was being put in place (Directory not empty); "
+        "another import of it may have been under way: try again"
+    )
+    assert sorted(p.name for p in (root / "demo").iterdir()) == ["theirs.py"]
+    assert not any(p.name.startswith(".import-") for p in root.iterdir())
 
 
 @pytest.mark.parametrize(

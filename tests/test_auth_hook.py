@@ -153,6 +153,21 @@ def test_wrong_credentials(client, headers):
     assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
+def test_a_bare_dashboard_key_in_authorization_is_accepted(client, auth):
+    auth.create_user("alice")
+    key = auth.new_key("alice")
+    for value in (key, f" {key}\t"):
+        response = whoami(client, {"Authorization": value})
+        assert response.status_code == 200
+        assert response.get_json()["auth_method"] == "dashboard_key"
+    # Only a well-formed agk_ key goes without a scheme: a checksum typo, a key with more after it, an unknown
+    # well-formed key and anything else stay "Invalid API key".
+    for value in (typo(key), f"{key} x", f"{key}x", key[:-1], generate_key(), "agk_", ADMIN_KEY, CLIENT_KEY):
+        response = whoami(client, {"Authorization": value})
+        assert (response.status_code, response.get_json()) == (401, INVALID), value
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
 def test_a_mistyped_dashboard_key_is_refused(client, auth):
     auth.create_user("alice")
     key = auth.new_key("alice")

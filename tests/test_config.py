@@ -47,6 +47,38 @@ def test_workspaces_dir_defaults_to_dot_workspaces(monkeypatch, tmp_path):
     assert load_config({"SECRET_KEY": "s"}).workspaces_dir == (tmp_path / "workspaces").resolve()
 
 
+def test_index_dir_defaults_to_dot_index_in_the_workspaces_folder_and_is_made_when_needed(tmp_path):
+    config = load_config(env(tmp_path))
+    assert config.index_dir == (tmp_path / "ws").resolve() / ".index"
+    assert not config.index_dir.exists()
+
+
+@pytest.mark.parametrize("value", ["local/indexes", "ws/.cache/indexes"])
+def test_index_dir_is_resolved_and_created_at_start(tmp_path, monkeypatch, value):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(env(tmp_path, INDEX_DIR=value))
+    assert config.index_dir == (tmp_path / value).resolve()
+    assert config.index_dir.is_dir()
+
+
+def test_bad_index_dirs_stop_start_up_with_one_line_naming_it(tmp_path):
+    ws = (tmp_path / "ws").resolve()
+    (tmp_path / "a-file").write_text("")
+    expected = {
+        str(ws): f"INDEX_DIR must be a folder of its own, not WORKSPACES_DIR itself ({ws})",
+        str(ws / "indexes"): f"INDEX_DIR {ws / 'indexes'} is inside WORKSPACES_DIR: use a name starting with '.' "
+        "there (such as the default .index) or a folder elsewhere",
+        str(tmp_path / "a-file"): f"INDEX_DIR {tmp_path / 'a-file'} is not a folder",
+        str(tmp_path / "a-file" / "x"): f"INDEX_DIR {tmp_path / 'a-file' / 'x'} does not exist and cannot be created "
+        "(Not a directory)",
+    }
+    for value, message in expected.items():
+        with pytest.raises(ConfigError) as exc:
+            load_config(env(tmp_path, INDEX_DIR=value))
+        assert str(exc.value) == message
+    assert not (ws / "indexes").exists()
+
+
 def test_values_are_read(tmp_path):
     config = load_config(
         env(

@@ -80,7 +80,7 @@ def test_default_server_runs_one_worker_and_logs_each_attempt_without_keys(live_
     key = body["key"]
     assert KEY_RE.fullmatch(key)
 
-    for headers in ({"x-api-key": key}, {"Authorization": f"Bearer {key}"}):
+    for headers in ({"x-api-key": key}, {"Authorization": f"Bearer {key}"}, {"Authorization": key}):
         response = requests.get(server.url + "/api/whoami", headers=headers, timeout=10)
         assert response.status_code == 200
         assert response.json()["key"]["id"] == body["id"]
@@ -96,6 +96,7 @@ def test_default_server_runs_one_worker_and_logs_each_attempt_without_keys(live_
     outcomes = [(line["method"], line["path"], line["status"], line["outcome"]) for line in lines]
     assert outcomes == [
         ("POST", "/api/keys", 201, "ok"),
+        ("GET", "/api/whoami", 200, "ok"),
         ("GET", "/api/whoami", 200, "ok"),
         ("GET", "/api/whoami", 200, "ok"),
         ("GET", "/api/whoami", 401, "invalid"),

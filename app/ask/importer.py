@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from app.ask import indexdb
 from app.ask.errors import ImportRefused
+from app.ask.generation import write_generation
 from app.ask.unpack import CORRUPT, Budget, copy_folder, human, show, unpack_tar, unpack_zip
 from app.ask.workspaces import is_valid_workspace_id
 from app.names import name_problem
@@ -107,6 +108,9 @@ def import_workspace(
         budget = Budget(max_bytes, max_files)
         try:
             {"folder": copy_folder, "zip": unpack_zip, "tar": unpack_tar}[kind](source, staging, budget)
+            # In the folder before it is renamed into place: every host sees the new files and the new token
+            # together, and rebuilds its own index from them (app/ask/generation.py).
+            write_generation(staging)
         except CORRUPT as exc:
             raise ImportRefused(f"{shown} is not a valid {kind} archive ({exc})") from None
         except OSError as exc:
@@ -127,16 +131,25 @@ def _install(root: Path, workspace_id: str, staging: Path, replace: bool) -> Non
     # The lock keeps indexers and other imports of this id out while folders swap.
     with indexdb.workspace_lock(root, workspace_id):
         _refuse_existing(root, workspace_id, replace)
-        if os.path.lexists(target):
-            old = root / f".replaced-{secrets.token_hex(8)}"
-            os.rename(target, old)
         try:
-            os.rename(staging, target)
-        except OSError:
-            if old is not None:
-                os.rename(old, target)
-            raise
-        # The old index describes other files: it is rebuilt on the next question.
+            if os.path.lexists(target):
+                old = root / f".replaced-{secrets.token_hex(8)}"
+                os.rename(target, old)
+            try:
+                os.rename(staging, target)
+            except OSError:
+                if old is not None:
+                    os.rename(old, target)
+                raise
+        except OSError as exc:
+            # The lock is this host's: an import of the same workspace through another host can land between
+            # the check and the renames. The folder then holds one import or the other, whole.
+            raise ImportRefused(
+                f"Workspace '{workspace_id}' changed while it was being put in place ({exc.strerror or exc}); "
+                "another import of it may have been under way: try again"
+            ) from None
+        # The old index describes other files: it is rebuilt on the next question. Other hosts' indexes
+        # are rebuilt too, since the folder's generation token changed.
         indexdb.drop_index(root, workspace_id)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

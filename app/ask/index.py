@@ -10,6 +10,7 @@ from pathlib import Path
 
 from app.ask import callgraph, indexdb, textfiles
 from app.ask.chunking import Chunk, chunk_file
+from app.ask.generation import read_generation
 from app.ask.tokens import text_terms, word_terms
 from app.ask.workspaces import workspace_dir
 
@@ -28,6 +29,7 @@ class IndexStats:
     chunks: int = 0
     read_paths: list[str] = field(default_factory=list)
     removed_paths: list[str] = field(default_factory=list)
+    generation: str | None = None  # the import token of the folder the index now describes
 
 
 @functools.lru_cache(maxsize=20_000)
@@ -47,13 +49,26 @@ def path_terms(path: str) -> tuple[str, ...]:
 
 
 def update_index(root: Path, workspace_id: str, progress: Progress | None = None) -> IndexStats:
-    """Bring the index in line with the folder, reading only files whose size or mtime changed."""
+    """Bring the index in line with the folder, reading only files whose size or mtime changed, or every
+    file when the folder was replaced by an import (its generation token changed, on whichever host)."""
     folder = workspace_dir(root, workspace_id)
     # Concurrent callers queue here; whoever comes second finds the work done and reads nothing.
     with indexdb.workspace_lock(root, workspace_id):
+        # Read before the files: if the folder is replaced during the scan, the index is labelled with the
+        # old token and rebuilt on the next update, never labelled new with old files in it.
+        generation = read_generation(folder)
         conn = indexdb.open_for_writing(root, workspace_id)
         try:
-            return _update(conn, folder, progress)
+            if indexdb.stored_generation(conn) != generation:
+                # Another import's files, maybe with the same names, sizes and mtimes: start afresh.
+                conn.close()
+                indexdb.drop_index(root, workspace_id)
+                conn = indexdb.open_for_writing(root, workspace_id)
+            stats = _update(conn, folder, progress)
+            if indexdb.stored_generation(conn) != generation:
+                indexdb.store_generation(conn, generation)
+            stats.generation = generation
+            return stats
         finally:
             conn.close()
 

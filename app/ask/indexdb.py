@@ -1,5 +1,9 @@
 """The search index's SQLite file: where a workspace's index lives on disk, its lock, and its schema.
 
+Indexes, their locks and their state files live in one folder per workspaces root: ``INDEX_DIR``, placed by
+the app (``place_indexes``), by default ``WORKSPACES_DIR/.index``. Several hosts sharing ``WORKSPACES_DIR`` each
+keep theirs on local disk, where SQLite's and flock's locking hold (on a network filesystem neither is reliable).
+
 Not to be confused with the JSON stores of keys and users (app/keys, app/users, app/documents)."""
 
 import contextlib
@@ -69,8 +73,18 @@ def unpack(blob: bytes) -> str:
     return zlib.decompress(blob).decode("utf-8", "surrogatepass")
 
 
+# Workspaces root -> its index folder, for roots whose indexes live elsewhere than ``root/.index``.
+_placed: dict[Path, Path] = {}
+
+
+def place_indexes(root: Path, folder: Path) -> None:
+    """Keep the indexes of the workspaces under ``root`` in ``folder`` (``INDEX_DIR``), in this process."""
+    _placed[Path(root)] = Path(folder)
+
+
 def index_dir(root: Path) -> Path:
-    return Path(root) / INDEX_DIRNAME
+    root = Path(root)
+    return _placed.get(root) or root / INDEX_DIRNAME
 
 
 def index_db_path(root: Path, workspace_id: str) -> Path:
@@ -140,6 +154,20 @@ def drop_index(root: Path, workspace_id: str) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{db_path}{suffix}")
+
+
+def stored_generation(conn: sqlite3.Connection) -> str | None:
+    """The import token (app/ask/generation.py) of the folder the index was built from; None if it had none."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+    return row[0] if row else None
+
+
+def store_generation(conn: sqlite3.Connection, generation: str | None) -> None:
+    """Record the import token the index now describes; the caller must hold ``workspace_lock``."""
+    if generation is None:
+        conn.execute("DELETE FROM meta WHERE key = 'generation'")
+    else:
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
 
 
 def last_indexed(root: Path, workspace_id: str) -> str | None:

@@ -78,7 +78,14 @@ def run_index(root: Path, workspace_id: str, progress: Progress | None = None) -
         except Exception as exc:
             indexstate.write_state(root, workspace_id, indexstate.FAILED, reason=_reason(exc))
             raise
-        indexstate.write_state(root, workspace_id, indexstate.READY, done=stats.files_read, total=stats.files_read)
+        indexstate.write_state(
+            root,
+            workspace_id,
+            indexstate.READY,
+            done=stats.files_read,
+            total=stats.files_read,
+            generation=stats.generation,
+        )
         return stats
 
 

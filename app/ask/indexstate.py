@@ -1,8 +1,10 @@
 """Where a workspace's index stands: queued, indexing (n of N files), ready, failed, or not indexed.
 
-The state lives in ``.index/<id>.state.json`` beside the index, so every worker, the CLI and every host on a
-shared volume see the same thing. Only the holder of the job lock writes ``indexing``, ``ready`` and
-``failed``; a state left behind by a process that died is recognised (the lock is free) and ignored.
+The state lives in ``<id>.state.json`` beside the index (``INDEX_DIR``), so every worker and the CLI of a host see
+the same thing; each host has its own, as it has its own index. Only the holder of the job lock writes
+``indexing``, ``ready`` and ``failed``; a state left behind by a process that died is recognised (the lock is free)
+and ignored. A ready state counts only while the workspace folder holds the import the index was built from
+(app/ask/generation.py): a replacement made through another host makes it ``not_indexed`` here.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import fcntl
 import json
 import os
 import socket
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from app.ask import indexdb
+from app.ask.generation import read_generation
 
 QUEUED, INDEXING, READY, FAILED, NOT_INDEXED = "queued", "indexing", "ready", "failed", "not_indexed"
 STATES = (QUEUED, INDEXING, READY, FAILED, NOT_INDEXED)
@@ -66,11 +70,20 @@ def job_running(root: Path, workspace_id: str) -> bool:
 
 
 def write_state(
-    root: Path, workspace_id: str, state: str, *, done: int = 0, total: int = 0, reason: str | None = None
+    root: Path,
+    workspace_id: str,
+    state: str,
+    *,
+    done: int = 0,
+    total: int = 0,
+    reason: str | None = None,
+    generation: str | None = None,
 ) -> None:
-    """Replace the state file atomically (readers see the old or the new one, never half of either)."""
+    """Replace the state file atomically (readers see the old or the new one, never half of either).
+
+    ``generation``: for a ready index, the import token of the folder it was built from."""
     record = {"state": state, "done": done, "total": total, "reason": reason, "updated_at": _now()}
-    record.update(pid=os.getpid(), host=socket.gethostname(), schema=indexdb.SCHEMA_VERSION)
+    record.update(pid=os.getpid(), host=socket.gethostname(), schema=indexdb.SCHEMA_VERSION, generation=generation)
     folder = indexdb.index_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
     # No fsync: the state is advice that the next job rewrites, and it changes several times a second.
@@ -146,14 +159,20 @@ def read_state(root: Path, workspace_id: str) -> dict:
 
 
 def _has_current_index(root: Path, workspace_id: str, record: dict | None) -> bool:
+    """True if an index of the current schema exists and describes the import the folder holds now."""
+    generation = read_generation(Path(root) / workspace_id)
     if record is not None and record.get("schema") == indexdb.SCHEMA_VERSION:
         # Cheap, and on every question: opening and closing an SQLite database in WAL mode costs milliseconds.
-        return indexdb.index_db_path(root, workspace_id).is_file()
+        return record.get("generation") == generation and indexdb.index_db_path(root, workspace_id).is_file()
     conn = indexdb.open_for_reading(root, workspace_id)
     if conn is None:
         return False
-    conn.close()
-    return True
+    try:
+        return indexdb.stored_generation(conn) == generation
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        conn.close()
 
 
 def public_state(state: dict) -> dict:

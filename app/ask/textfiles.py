@@ -5,6 +5,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from app.ask.generation import GENERATION_FILE
+
 MAX_FILE_BYTES = 1024 * 1024
 _SNIFF_BYTES = 8192
 # Minified bundles and data dumps have very long lines; they drown real code in search results.
@@ -64,7 +66,7 @@ def scan(folder: Path) -> Iterator[tuple[str, int, int]]:
         )
         rel_dir = os.path.relpath(dirpath, base)
         for name in sorted(filenames):
-            if _skip_file(name):
+            if _skip_file(name) or (rel_dir == "." and name == GENERATION_FILE):
                 continue
             try:
                 st = os.lstat(os.path.join(dirpath, name))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from app.ask import indexdb, indexstate
 from app.ask.errors import WorkspaceNotFound
+from app.ask.generation import GENERATION_FILE
 from app.inputs import WORKSPACE_ID_RE
 
 # The root also holds the app's own stores; these names can never be workspaces.
@@ -38,6 +39,8 @@ def _folder_totals(path: Path) -> tuple[int, int]:
     count = size = 0
     for dirpath, _dirnames, filenames in os.walk(path):
         for name in filenames:
+            if name == GENERATION_FILE and dirpath == str(path):
+                continue  # the import's token, not the workspace's content
             try:
                 st = os.lstat(os.path.join(dirpath, name))
             except OSError:

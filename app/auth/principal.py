@@ -11,6 +11,7 @@ from flask import Request, g, request
 from flask_login import current_user
 
 from app.documents.sharedfile import StoreUnavailable, StoreWriteError
+from app.keys.format import is_well_formed
 from app.keys.store import key_status, parse_iso, public_view
 from app.services import services
 
@@ -54,6 +55,9 @@ class AuthFailure:
 def presented_key(req: Request) -> str | None:
     """The key from ``x-api-key`` or ``Authorization: Bearer``; ``""`` for a present but unusable one.
 
+    Some clients send a dashboard key in ``Authorization`` with no scheme at all: that is taken only for a
+    well-formed ``agk_`` key (its checksum matches), so nothing else without ``Bearer`` becomes a key.
+
     Only HTTP's own whitespace (space, tab) is trimmed: Python's ``strip()`` would also eat non-ASCII
     spaces, letting a key wrapped in them match.
     """
@@ -66,6 +70,8 @@ def presented_key(req: Request) -> str | None:
         token = token.strip(" ")
         if scheme.lower() == "bearer" and token:
             return token[: MAX_KEY_HEADER + 1]
+        if not token and is_well_formed(scheme):
+            return scheme
         return ""
     return None
 
