@@ -95,7 +95,9 @@ def security():
         return redirect(url_for("account.security"), 303)
     expiry = None if form.expiry.data == "never" else int(form.expiry.data)
     try:
-        new = accounts.create_key_for(accounts.Actor.signed_in(current_user), None, form.name.data, expiry)
+        new = accounts.create_key_for(
+            accounts.Actor.signed_in(current_user, request.remote_addr), None, form.name.data, expiry
+        )
     except (KeyRequestError, AccountRefused) as exc:
         form.name.errors.append(str(exc))
         return _render(key_form=form)
@@ -115,7 +117,7 @@ def revoke():
     if not form.validate_on_submit():
         abort(400)
     try:
-        record = accounts.revoke_key(accounts.Actor.signed_in(current_user), form.key_id.data)
+        record = accounts.revoke_key(accounts.Actor.signed_in(current_user, request.remote_addr), form.key_id.data)
     except AccountRefused:
         flash("That key does not exist.", "error")
     else:
@@ -130,7 +132,7 @@ def change_password():
     if form.validate_on_submit():
         try:
             user = accounts.change_password(
-                accounts.Actor.signed_in(current_user),
+                accounts.Actor.signed_in(current_user, request.remote_addr),
                 current_user.username,
                 form.new_password.data,
                 current_password=form.current_password.data,
