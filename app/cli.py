@@ -348,8 +348,8 @@ def audit_list(action, actor, target, since, until, limit, cursor, as_json) -> N
         target_ = event["target"]
         shown_target = f"{target_['type']}:{target_['name'] or target_['id'] or '-'}"
         detail = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in event["detail"].items())
-        line = f"{event['time']}\t{event['action']}\t{who}\t{event['ip'] or '-'}\t{shown_target}\t{detail}"
-        click.echo(shown(line.rstrip()))
+        fields = (event["time"], event["action"], who, event["ip"] or "-", shown_target, detail)
+        click.echo("\t".join(shown(str(field)) for field in fields).rstrip())
     if page.next_cursor:
         click.echo(f"More: --cursor {page.next_cursor}", err=True)
 
