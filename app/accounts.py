@@ -17,6 +17,7 @@ from typing import BinaryIO
 from app import firstrun
 from app.ask.importer import import_archive_stream, import_workspace
 from app.ask.workspaces import delete_workspace as remove_workspace
+from app.ask.workspaces import is_valid_workspace_id
 from app.documents import storeadmin
 from app.inputs import KEY_EXPIRY_CHOICES
 from app.keys.store import NewKey
@@ -26,8 +27,10 @@ from app.users.store import User
 
 # The ways in that may manage keys: a leaked key must not mint more keys.
 KEY_MANAGERS = ("session", "admin_key", "cli")
-# Deleting a workspace changes what every key answers from: an admin session, the admin key or the operator.
-WORKSPACE_ADMINS = ("session", "admin_key", "cli")
+# Replacing or deleting a workspace through the API changes what every key answers from: an admin session, the
+# admin key, the operator, or an admin's dashboard key (the request hook lets that through only with the
+# workspaces:write scope, which only admins' keys can have).
+WORKSPACE_ADMINS = ("session", "admin_key", "cli", "dashboard_key")
 
 
 @dataclass(frozen=True)
@@ -210,19 +213,39 @@ def import_workspace_from(
     return import_workspace(root, workspace_id, Path(path), replace=replace)
 
 
+def put_workspace(actor: Actor, workspace_id: str, stream: BinaryIO, filename: str) -> tuple[dict, bool]:
+    """Create or replace a workspace from an uploaded archive in one call (``PUT /api/workspaces/<id>``, for CI);
+    returns the totals and whether it was created. Admins only: an admin session, the admin key, or an admin's
+    dashboard key (which the request hook lets through only with the ``workspaces:write`` scope)."""
+    require_workspace_putter(actor)
+    # An invalid id is refused by the import itself, before it names a path.
+    created = not (is_valid_workspace_id(workspace_id) and (services().config.workspaces_dir / workspace_id).is_dir())
+    result = import_workspace_from(actor, workspace_id, stream=stream, filename=filename, replace=True)
+    return result, created
+
+
+def require_workspace_putter(actor: Actor) -> None:
+    if not (actor.is_admin and actor.via in WORKSPACE_ADMINS):
+        raise AccountRefused(
+            "Putting a workspace needs an admin session, the admin key or a key with workspaces:write", 403
+        )
+
+
 def may_replace_workspaces(actor: Actor) -> bool:
     return actor.is_admin
 
 
 def may_delete_workspaces(actor: Actor) -> bool:
-    """Admins only (an admin session, the admin key, the operator)."""
+    """Admins only (an admin session, the admin key, the operator, an admin's key with workspaces:write)."""
     return actor.is_admin and actor.via in WORKSPACE_ADMINS
 
 
 def delete_workspace(actor: Actor, workspace_id: str) -> None:
     """Remove a workspace folder and its index."""
     if not may_delete_workspaces(actor):
-        raise AccountRefused("Deleting a workspace needs an admin session or the admin key", 403)
+        raise AccountRefused(
+            "Deleting a workspace needs an admin session, the admin key or a key with workspaces:write", 403
+        )
     remove_workspace(services().config.workspaces_dir, workspace_id)
 
 
