@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app import firstrun
+from app.ask.errors import WorkspaceNotFound
 from app.ask.importer import import_archive_stream, import_workspace
 from app.ask.workspaces import delete_workspace as remove_workspace
-from app.ask.workspaces import is_valid_workspace_id
+from app.ask.workspaces import is_valid_workspace_id, workspace_dir
 from app.documents import storeadmin
-from app.inputs import KEY_EXPIRY_CHOICES
-from app.keys.store import NewKey
+from app.inputs import KEY_EXPIRY_CHOICES, KEY_RATE_LIMIT_ADMIN_MAX, ROTATE_GRACE_DEFAULT
+from app.keys.errors import KeyRequestError
+from app.keys.limits import check_rate_limit, parse_key_limits
+from app.keys.store import KeyStateError, NewKey, check_changeable
 from app.services import services
 from app.stores import Stores
 from app.users.store import User
@@ -28,9 +31,9 @@ from app.users.store import User
 # The ways in that may manage keys: a leaked key must not mint more keys.
 KEY_MANAGERS = ("session", "admin_key", "cli")
 # Replacing or deleting a workspace through the API changes what every key answers from: an admin session, the
-# admin key, the operator, or an admin's dashboard key (the request hook lets that through only with the
-# workspaces:write scope, which only admins' keys can have).
-WORKSPACE_ADMINS = ("session", "admin_key", "cli", "dashboard_key")
+# admin key or the operator, or a dashboard key an admin gave the workspaces:write scope.
+WORKSPACE_ADMINS = ("session", "admin_key", "cli")
+WORKSPACE_WRITE_SCOPE = "workspaces:write"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Actor:
     via: str
     user: str | None
     is_admin: bool
+    scopes: frozenset[str] = frozenset()  # a dashboard key's scopes; nothing for every other way in
 
     @classmethod
     def operator(cls) -> Actor:
@@ -52,7 +56,8 @@ class Actor:
 
 
 class AccountRefused(Exception):
-    """The rule says no; ``status`` is 400 (bad request), 403 (not allowed) or 404 (nothing the actor may see)."""
+    """The rule says no; ``status`` is 400 (bad request), 403 (not allowed), 404 (nothing the actor may see) or
+    409 (not in a state that allows it)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -151,11 +156,14 @@ def find_key(actor: Actor, key_id: str) -> dict:
     return record
 
 
-def create_key_for(actor: Actor, owner: object, name: object, expires_in_days: object) -> NewKey:
+def create_key_for(
+    actor: Actor, owner: object, name: object, expires_in_days: object, limits: dict | None = None
+) -> NewKey:
     """A new key for ``owner`` (None: the actor), an existing enabled user; counted against KEY_CREATE_LIMIT.
 
-    Naming an owner at all is an admin's request. The raw key is in the result and nowhere else. The operator
-    at the console is not throttled.
+    Naming an owner at all is an admin's request. ``limits`` holds any of ``scopes``, ``workspaces``,
+    ``rate_limit`` and ``allowed_ips`` (the defaults for the others; see :func:`check_key_limits`). The raw key
+    is in the result and nowhere else. The operator at the console is not throttled.
     """
     require_key_manager(actor)
     if owner is None:
@@ -173,8 +181,63 @@ def create_key_for(actor: Actor, owner: object, name: object, expires_in_days: o
         raise AccountRefused(f"User {owner!r} is disabled")
     if isinstance(expires_in_days, bool) or not (expires_in_days is None or isinstance(expires_in_days, int)):
         raise AccountRefused(f"expires_in_days must be {KEY_EXPIRY_CHOICES}, or null for never")
+    checked = check_key_limits(actor, limits or {})
     admit = None if actor.via == "cli" else (lambda: services().limits.admit_key_creation(target.id))
-    return services().keys.create(target.username, name, expires_in_days, admit=admit)
+    return services().keys.create(target.username, name, expires_in_days, admit=admit, limits=checked)
+
+
+def check_key_limits(actor: Actor, limits: dict, current: dict | None = None) -> dict:
+    """The limits in ``limits`` (all four for a new key, those present when changing the key ``current``), checked
+    against the rules that need context; raises KeyRequestError (400) naming the field, AccountRefused (403).
+
+    Only an admin may give ``workspaces:write``; listed workspaces must exist; ``rate_limit`` is at most
+    ``API_RATE_LIMIT`` (an admin's up to KEY_RATE_LIMIT_ADMIN_MAX). What an admin gave a key stays when its
+    owner changes something else: a value the key already has is never refused.
+    """
+    checked = parse_key_limits(limits, partial=current is not None)
+    current = current or {}
+    grants_write = "workspaces:write" in checked.get("scopes", ()) and "workspaces:write" not in current.get(
+        "scopes", ()
+    )
+    if grants_write and not actor.is_admin:
+        raise AccountRefused("Only admins can give a key workspaces:write", 403)
+    if checked.get("rate_limit") is not None and checked["rate_limit"] != current.get("rate_limit"):
+        maximum = KEY_RATE_LIMIT_ADMIN_MAX if actor.is_admin else services().config.api_rate_limit
+        check_rate_limit(checked["rate_limit"], maximum)
+    for workspace_id in checked.get("workspaces") or ():
+        if workspace_id in (current.get("workspaces") or ()):
+            continue  # deleted since it was given: keeping it does no harm
+        try:
+            workspace_dir(services().config.workspaces_dir, workspace_id)
+        except WorkspaceNotFound:
+            raise KeyRequestError(f"workspaces: there is no workspace {workspace_id!r}") from None
+    return checked
+
+
+def update_key(actor: Actor, key_id: str, changes: dict) -> dict:
+    """Change the name and limits (any of ``name``, ``scopes``, ``workspaces``, ``rate_limit``, ``allowed_ips``) of
+    a key the actor may see; returns the record. Unknown fields are a KeyRequestError naming them."""
+    record = find_key(actor, key_id)
+    check_changeable(changes)
+    limits = check_key_limits(actor, changes, current=record)
+    updated = services().keys.update(key_id, {**changes, **limits})
+    if updated is None:  # deleted in between
+        raise AccountRefused("Key not found", 404)
+    return updated
+
+
+def rotate_key(actor: Actor, key_id: str, grace_seconds: object = ROTATE_GRACE_DEFAULT) -> NewKey:
+    """A new secret for a key the actor may see (same id, name, limits and expiry); the old one keeps working for
+    ``grace_seconds`` (0 to ROTATE_GRACE_MAX). The record's ``previous_expires_at`` says until when (None with no
+    grace). A revoked or expired key is refused (409). The raw key is in the result and nowhere else."""
+    find_key(actor, key_id)
+    try:
+        new = services().keys.rotate(key_id, grace_seconds)
+    except KeyStateError as exc:
+        raise AccountRefused(str(exc), 409) from None
+    if new is None:  # deleted in between
+        raise AccountRefused("Key not found", 404)
+    return new
 
 
 def revoke_key(actor: Actor, key_id: str) -> dict:
@@ -215,8 +278,7 @@ def import_workspace_from(
 
 def put_workspace(actor: Actor, workspace_id: str, stream: BinaryIO, filename: str) -> tuple[dict, bool]:
     """Create or replace a workspace from an uploaded archive in one call (``PUT /api/workspaces/<id>``, for CI);
-    returns the totals and whether it was created. Admins only: an admin session, the admin key, or an admin's
-    dashboard key (which the request hook lets through only with the ``workspaces:write`` scope)."""
+    returns the totals and whether it was created. Who: see :func:`may_write_workspaces`."""
     require_workspace_putter(actor)
     # An invalid id is refused by the import itself, before it names a path.
     created = not (is_valid_workspace_id(workspace_id) and (services().config.workspaces_dir / workspace_id).is_dir())
@@ -225,19 +287,26 @@ def put_workspace(actor: Actor, workspace_id: str, stream: BinaryIO, filename: s
 
 
 def require_workspace_putter(actor: Actor) -> None:
-    if not (actor.is_admin and actor.via in WORKSPACE_ADMINS):
+    if not may_write_workspaces(actor):
         raise AccountRefused(
             "Putting a workspace needs an admin session, the admin key or a key with workspaces:write", 403
         )
 
 
 def may_replace_workspaces(actor: Actor) -> bool:
-    return actor.is_admin
+    return may_write_workspaces(actor)
+
+
+def may_write_workspaces(actor: Actor) -> bool:
+    """Replace or delete workspaces through the API or the console: an admin session, the admin key, the operator,
+    or a dashboard key with the ``workspaces:write`` scope (which only an admin can give a key)."""
+    if actor.via == "dashboard_key":
+        return WORKSPACE_WRITE_SCOPE in actor.scopes
+    return actor.is_admin and actor.via in WORKSPACE_ADMINS
 
 
 def may_delete_workspaces(actor: Actor) -> bool:
-    """Admins only (an admin session, the admin key, the operator, an admin's key with workspaces:write)."""
-    return actor.is_admin and actor.via in WORKSPACE_ADMINS
+    return may_write_workspaces(actor)
 
 
 def delete_workspace(actor: Actor, workspace_id: str) -> None:

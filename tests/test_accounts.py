@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ast
 import sys
+from datetime import timedelta
 
 import pytest
 
 from app import accounts, firstrun
 from app.accounts import AccountRefused, Actor
-from app.keys.store import key_status
+from app.keys.errors import KeyRequestError
+from app.keys.store import key_status, parse_iso
 from app.ratelimits import LimitReached
 from app.users.store import UserError
 from tests.conftest import PASSWORD
@@ -127,6 +129,93 @@ def test_the_key_creation_limit_counts_for_every_front_end_but_the_console(make_
             accounts.create_key_for(ALICE, None, "three", None)
         accounts.create_key_for(Actor.operator(), "alice", "console", None)
         assert len(app.extensions["askgate"].keys.list("alice")) == 3
+
+
+def _bad(call, *args) -> str:
+    with pytest.raises(KeyRequestError) as info:
+        call(*args)
+    return str(info.value)
+
+
+def test_key_limits_at_creation_follow_the_rules_that_need_context(make_app, workspaces):
+    app = make_app(API_RATE_LIMIT="100")
+    (workspaces / "alpha").mkdir()
+    with app.app_context():
+        svc = app.extensions["askgate"]
+        svc.users.create("alice", PASSWORD)
+        svc.users.create("root", PASSWORD, "admin")
+        write = {"scopes": ["ask", "workspaces:write"]}
+        grant = (403, "Only admins can give a key workspaces:write")
+        assert _refused(accounts.create_key_for, ALICE, None, "k", None, write) == grant
+        assert _bad(accounts.create_key_for, ALICE, None, "k", None, {"workspaces": ["beta"]}) == (
+            "workspaces: there is no workspace 'beta'"
+        )
+        too_many = (
+            "rate_limit must be a whole number of requests per hour from 1 to 100, or null for the instance's limit"
+        )
+        assert _bad(accounts.create_key_for, ALICE, None, "k", None, {"rate_limit": 101}) == too_many
+        assert svc.keys.list() == []  # nothing minted by a refusal
+
+        mine = accounts.create_key_for(ALICE, None, "k", None, {"workspaces": ["alpha"], "rate_limit": 100}).record
+        assert (mine["workspaces"], mine["rate_limit"], mine["scopes"]) == (["alpha"], 100, ["ask", "workspaces:read"])
+        theirs = accounts.create_key_for(ROOT, "alice", "ci", None, {**write, "rate_limit": 1_000_000}).record
+        assert (theirs["owner"], theirs["scopes"], theirs["rate_limit"]) == ("alice", write["scopes"], 1_000_000)
+        operator = accounts.create_key_for(Actor.operator(), "alice", "cli", None, write).record
+        assert operator["scopes"] == write["scopes"]
+
+
+def test_updating_a_key(make_app, workspaces):
+    app = make_app(API_RATE_LIMIT="100")
+    (workspaces / "alpha").mkdir()
+    with app.app_context():
+        svc = app.extensions["askgate"]
+        svc.users.create("alice", PASSWORD)
+        svc.users.create("bob", PASSWORD)
+        key_id = accounts.create_key_for(ROOT, "alice", "ci", None, {"scopes": ["workspaces:write"], "rate_limit": 500})
+        key_id = key_id.record["id"]
+        # What an admin gave stays when the owner changes something else, even beyond what she may give.
+        updated = accounts.update_key(ALICE, key_id, {"name": "renamed", "scopes": ["ask", "workspaces:write"]})
+        assert (updated["name"], updated["scopes"], updated["rate_limit"]) == (
+            "renamed",
+            ["ask", "workspaces:write"],
+            500,
+        )
+        assert accounts.update_key(ALICE, key_id, {"rate_limit": 500})["rate_limit"] == 500
+        assert _bad(accounts.update_key, ALICE, key_id, {"rate_limit": 501}).startswith(
+            "rate_limit must be a whole number of requests per hour from 1 to 100"
+        )
+        narrowed = accounts.update_key(ALICE, key_id, {"scopes": ["ask"], "workspaces": ["alpha"]})
+        assert (narrowed["scopes"], narrowed["workspaces"]) == (["ask"], ["alpha"])
+        grant = (403, "Only admins can give a key workspaces:write")
+        assert _refused(accounts.update_key, ALICE, key_id, {"scopes": ["workspaces:write"]}) == grant
+        assert _bad(accounts.update_key, ALICE, key_id, {"colour": "red"}).startswith("Unknown field(s): colour;")
+        assert _refused(accounts.update_key, Actor("session", "bob", False), key_id, {"name": "x"}) == (
+            404,
+            "Key not found",
+        )
+        leaked = Actor("dashboard_key", "alice", False)
+        assert _refused(accounts.update_key, leaked, key_id, {"name": "x"})[0] == 403
+        assert accounts.update_key(ROOT, key_id, {"scopes": ["workspaces:write"]})["scopes"] == ["workspaces:write"]
+        assert svc.keys.get(key_id)["name"] == "renamed"
+
+
+def test_rotating_a_key(svc):
+    svc.users.create("alice", PASSWORD)
+    svc.users.create("bob", PASSWORD)
+    new = accounts.create_key_for(ALICE, None, "ci", 30, {"rate_limit": 5})
+    rotated = accounts.rotate_key(ALICE, new.record["id"])
+    assert rotated.key != new.key and rotated.record["id"] == new.record["id"]
+    assert rotated.record["expires_at"] == new.record["expires_at"]
+    assert rotated.record["rate_limit"] == 5
+    grace = parse_iso(rotated.record["previous_expires_at"]) - parse_iso(rotated.record["created_at"])
+    assert grace >= timedelta(seconds=86_400)  # the default, counted from now
+    assert svc.keys.lookup(new.key)["id"] == new.record["id"]
+    assert _refused(accounts.rotate_key, Actor("session", "bob", False), new.record["id"]) == (404, "Key not found")
+    assert _refused(accounts.rotate_key, Actor("dashboard_key", "alice", False), new.record["id"])[0] == 403
+    assert _bad(accounts.rotate_key, ALICE, new.record["id"], 604_801).startswith("grace_seconds must be")
+    assert accounts.rotate_key(Actor.operator(), new.record["id"], 0).record["previous_expires_at"] is None
+    accounts.revoke_key(ALICE, new.record["id"])
+    assert _refused(accounts.rotate_key, ROOT, new.record["id"], 60) == (409, "Only an active key can be rotated")
 
 
 def test_changing_a_password(svc):

@@ -12,7 +12,23 @@ from app.keys.store import parse_iso
 from tests.conftest import ADMIN_KEY, CLIENT_KEY
 
 KEY_RE = re.compile(r"agk_[0-9A-Za-z]{40,}")
-LISTED_FIELDS = {"id", "name", "owner", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at", "status"}
+LISTED_FIELDS = {
+    "id",
+    "name",
+    "owner",
+    "prefix",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "last_used_at",
+    "status",
+    "is_active",
+    "scopes",
+    "workspaces",
+    "rate_limit",
+    "allowed_ips",
+    "previous_expires_at",
+}
 MANAGER_ONLY = {"error": "Key management needs a dashboard session or the admin key"}
 NOT_FOUND = {"error": "Key not found"}
 ADMIN = {"x-api-key": ADMIN_KEY}

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.api.openapi import build_document
@@ -317,6 +317,8 @@ _MANIFESTS = st.fixed_dictionaries(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(files=_MANIFESTS)
+@example(files={"README.md": "0\x1e\x1e"})  # str.splitlines breaks at \x1e: the last line is empty, and kept
+@example(files={"index.js": "x\n\x1e\n"})
 def test_any_workspace_gets_an_overview_whose_sources_are_its_own_lines(tmp_path: Path, files: dict) -> None:
     root = tmp_path / f"ws{len(list(tmp_path.iterdir()))}"
     write(root / "w", {"notes.txt": "some notes\n", **files})

@@ -13,11 +13,12 @@ import zipfile
 
 import pytest
 
+from app import accounts
+from app.accounts import Actor
 from app.auth.keyrules import rules_for
 from tests.conftest import ADMIN_KEY, CLIENT_KEY
 
 IP_DENIED = {"error": "Access denied from this IP address"}
-PUT_REFUSED = {"error": "Putting a workspace needs an admin session, the admin key or a key with workspaces:write"}
 
 
 def lacks(scope: str) -> dict:
@@ -29,16 +30,9 @@ def cannot(workspace_id: str) -> dict:
 
 
 def limited_key(auth, owner: str = "alice", **limits) -> str:
-    """A new key of ``owner`` with ``limits`` (scopes, workspaces, rate_limit, allowed_ips) in its record."""
-    new = auth.services.keys.create(owner, "limited", None)
-
-    def change(data: dict) -> None:
-        for record in data["keys"]:
-            if record["id"] == new.record["id"]:
-                record.update(limits)
-
-    auth.services.keys.file.update(change)
-    return new.key
+    """A new key of ``owner`` with ``limits`` (scopes, workspaces, rate_limit, allowed_ips), as an admin makes it."""
+    with auth.app.app_context():
+        return accounts.create_key_for(Actor.operator(), owner, "limited", None, limits).key
 
 
 def zip_bytes(files: dict[str, str]) -> bytes:
@@ -157,19 +151,34 @@ def test_writing_a_workspace_needs_workspaces_write(client, auth, two_workspaces
     assert not (two_workspaces / "gamma").exists()
 
 
-def test_a_members_key_with_workspaces_write_is_still_refused(client, alice, two_workspaces):
-    # Only admins can give a key workspaces:write; a key whose owner is a member (say, demoted since) cannot write.
+def test_a_members_key_an_admin_gave_workspaces_write_may_write(client, alice, two_workspaces):
     key = limited_key(alice, scopes=["workspaces:write"])
-    response = call(
-        client, "PUT", "/api/workspaces/alpha", key, data=zip_bytes({"x.py": "x\n"}), content_type="application/zip"
-    )
-    assert answer(response) == (403, PUT_REFUSED)
-    response = call(client, "DELETE", "/api/workspaces/alpha", key)
-    assert answer(response) == (
+    body = zip_bytes({"x.py": "x = 1\n"})
+    response = call(client, "PUT", "/api/workspaces/alpha", key, data=body, content_type="application/zip")
+    assert answer(response) == (200, {"id": "alpha", "file_count": 1, "size_bytes": 6})
+    assert answer(call(client, "POST", "/api/ask", key, json={"workspaceId": "alpha", "question": "x"})) == (
         403,
-        {"error": "Deleting a workspace needs an admin session, the admin key or a key with workspaces:write"},
+        lacks("ask"),
     )
-    assert (two_workspaces / "alpha").is_dir()
+    assert call(client, "DELETE", "/api/workspaces/alpha", key).status_code == 204
+    assert not (two_workspaces / "alpha").exists()
+
+
+def test_the_write_rule_itself_wants_the_scope_from_a_dashboard_key(app, two_workspaces):
+    refused = "Putting a workspace needs an admin session, the admin key or a key with workspaces:write"
+    body = zip_bytes({"x.py": "x = 1\n"})
+    with app.app_context():
+        for actor in (
+            Actor("dashboard_key", "root", True, frozenset({"ask", "workspaces:read"})),
+            Actor("client_key", None, False),
+            Actor("session", "alice", False),
+        ):
+            with pytest.raises(accounts.AccountRefused, match=refused):
+                accounts.put_workspace(actor, "alpha", io.BytesIO(body), "a.zip")
+            assert not accounts.may_delete_workspaces(actor)
+        writer = Actor("dashboard_key", "alice", False, frozenset({"workspaces:write"}))
+        assert accounts.put_workspace(writer, "alpha", io.BytesIO(body), "a.zip")[1] is False
+        assert accounts.may_delete_workspaces(writer)
 
 
 # -- workspaces -----------------------------------------------------------------------------------------------
@@ -204,7 +213,7 @@ def test_a_key_limited_to_a_workspace_asks_only_about_it_and_lists_only_it(clien
         (b"[" * 100_000 + b"]" * 100_000, None),
     ],
 )
-def test_bad_ask_bodies_from_a_limited_key_are_the_usual_400s(make_app, body, expected):
+def test_bad_ask_bodies_from_a_limited_key_are_the_usual_400s(make_app, two_workspaces, body, expected):
     app = make_app(API_MAX_JSON_BYTES="1000000")
     client = app.test_client()
     from tests.conftest import AuthActions
@@ -242,7 +251,7 @@ def test_refusals_by_the_keys_rules_do_not_spend_its_hour(client, alice):
     assert [call(client, "GET", "/api/whoami", key).status_code for _ in range(3)] == [200, 200, 429]
 
 
-def test_the_log_line_says_which_rule_refused(client, alice, caplog):
+def test_the_log_line_says_which_rule_refused(client, alice, two_workspaces, caplog):
     lines = []
     ip_key = limited_key(alice, allowed_ips=["10.0.0.0/8"])
     scope_key = limited_key(alice, scopes=["ask"])

@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +20,23 @@ from app.keys.format import digest
 from app.keys.store import KeyRequestError, KeyStore, iso, key_status, parse_iso, public_view
 
 ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-FIELDS = {"id", "name", "owner", "prefix", "digest", "created_at", "expires_at", "revoked_at", "last_used_at"}
+FIELDS = {
+    "id",
+    "name",
+    "owner",
+    "prefix",
+    "digest",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "last_used_at",
+    "scopes",
+    "workspaces",
+    "rate_limit",
+    "allowed_ips",
+    "previous_digest",
+    "previous_expires_at",
+}
 
 
 @pytest.fixture
@@ -58,9 +75,12 @@ def test_create_stores_a_record_with_a_digest_and_never_the_key(store):
     assert ISO_RE.match(record["created_at"])
     assert abs(parse_iso(record["created_at"]) - datetime.now(UTC)) < timedelta(seconds=5)
     assert (record["expires_at"], record["revoked_at"], record["last_used_at"]) == (None, None, None)
+    assert record["scopes"] == ["ask", "workspaces:read"]
+    assert (record["workspaces"], record["rate_limit"], record["allowed_ips"]) == (None, None, None)
+    assert (record["previous_digest"], record["previous_expires_at"]) == (None, None)
 
     on_disk = _file(store)
-    assert on_disk == {"version": 1, "keys": [record]}
+    assert on_disk == {"version": 2, "keys": [record]}
     raw = store.file.path.read_bytes()
     assert new.key.encode() not in raw
     assert new.key[12:].encode() not in raw  # not even the secret part after the display prefix
@@ -124,8 +144,9 @@ def test_list_filters_by_owner_newest_first(store):
 def test_public_view_never_carries_the_digest(store):
     record = store.create("alice", "k").record
     view = public_view(record)
-    assert "digest" not in view and "key" not in view
-    assert view == {**{k: v for k, v in record.items() if k != "digest"}, "status": "active"}
+    assert "digest" not in view and "key" not in view and "previous_digest" not in view
+    public = {k: v for k, v in record.items() if k not in ("digest", "previous_digest")}
+    assert view == {**public, "status": "active", "is_active": True}
 
 
 def test_status_active_expired_revoked(store):
@@ -166,7 +187,7 @@ def test_delete(store):
     assert store.delete(new.record["id"]) is True
     assert store.lookup(new.key) is None
     assert store.delete(new.record["id"]) is False
-    assert _file(store) == {"version": 1, "keys": []}
+    assert _file(store) == {"version": 2, "keys": []}
 
 
 def test_lookups_parse_the_file_only_when_it_changed(store, tmp_path, parse_count):
@@ -304,3 +325,187 @@ def test_concurrent_creates_from_several_processes_lose_no_key(tmp_path):
         record = store.lookup(key)
         assert record is not None and key_status(record) == "active"
     assert len({r["id"] for r in store.list()}) == workers * per_worker
+
+
+# -- schema version 2: limits, rotation, and the upgrade of a version-1 file -------------------------------------
+V1_FIELDS = ("id", "name", "owner", "prefix", "digest", "created_at", "expires_at", "revoked_at", "last_used_at")
+
+
+def _v1_file(store: KeyStore) -> tuple[str, bytes]:
+    """A version-1 api-keys.json as an Askgate before limits wrote it, holding one key; returns (raw key, bytes)."""
+    from app.keys.format import display_prefix, generate_key
+
+    raw = generate_key()
+    record = dict.fromkeys(V1_FIELDS) | {
+        "id": "key_00000000000000aa",
+        "name": "old",
+        "owner": "alice",
+        "prefix": display_prefix(raw),
+        "digest": digest(raw),
+        "created_at": "2025-01-01T00:00:00Z",
+    }
+    text = json.dumps({"version": 1, "keys": [record]}, indent=1, sort_keys=True) + "\n"
+    store.file.path.write_text(text)
+    return raw, text.encode()
+
+
+def test_a_version_1_file_reads_with_the_defaults_and_is_upgraded_on_its_first_write(store, tmp_path):
+    raw, original = _v1_file(store)
+    record = store.lookup(raw)
+    assert {name: record[name] for name in FIELDS - set(V1_FIELDS)} == {
+        "scopes": ["ask", "workspaces:read"],
+        "workspaces": None,
+        "rate_limit": None,
+        "allowed_ips": None,
+        "previous_digest": None,
+        "previous_expires_at": None,
+    }
+    assert store.file.path.read_bytes() == original  # reading changes nothing
+    assert store.file.check() is None  # store check: fine as it is
+
+    store.create("alice", "new")
+
+    on_disk = _file(store)
+    assert on_disk["version"] == 2
+    assert all(set(r) == FIELDS for r in on_disk["keys"])
+    assert (tmp_path / "api-keys.json.bak").read_bytes() == original  # the .bak keeps the old file...
+    assert (tmp_path / "api-keys.json.v1.bak").read_bytes() == original  # ...and so does this, for good
+    store.create("alice", "newer")
+    assert json.loads((tmp_path / "api-keys.json.bak").read_text())["version"] == 2  # the last good version again
+    assert (tmp_path / "api-keys.json.v1.bak").read_bytes() == original
+    assert KeyStore(tmp_path).lookup(raw)["id"] == "key_00000000000000aa"
+
+
+def test_limits_are_stored_and_checked_at_creation(store):
+    limits = {"scopes": ["ask"], "workspaces": ["a"], "rate_limit": 3, "allowed_ips": ["10.0.0.1/8"]}
+    record = store.create("alice", "ci", limits=limits).record
+    assert {name: record[name] for name in limits} == {**limits, "allowed_ips": ["10.0.0.0/8"]}
+    assert _file(store)["keys"][0]["allowed_ips"] == ["10.0.0.0/8"]
+    with pytest.raises(KeyRequestError, match="^rate_limit must be"):
+        store.create("alice", "ci", limits={"rate_limit": 0})
+    assert len(store.list()) == 1
+
+
+def test_update_changes_name_and_limits_only(store):
+    key_id = store.create("alice", "ci").record["id"]
+    updated = store.update(key_id, {"name": " renamed ", "rate_limit": 7, "allowed_ips": ["::1"]})
+    assert (updated["name"], updated["rate_limit"], updated["allowed_ips"]) == ("renamed", 7, ["::1/128"])
+    assert updated["scopes"] == ["ask", "workspaces:read"]
+    assert store.get(key_id)["rate_limit"] == 7
+    assert store.update("key_missing", {"name": "x"}) is None
+    before = store.file.path.read_bytes()
+    for changes, message in (
+        ({"owner": "bob", "digest": "0" * 64}, "Unknown field(s): digest, owner; a key's name, scopes, workspaces, "),
+        ({}, "Nothing to change: send any of name, scopes, workspaces, rate_limit, allowed_ips"),
+        ({"scopes": []}, "scopes must be a non-empty list"),
+        ({"name": ""}, "Give the key a name"),
+    ):
+        with pytest.raises(KeyRequestError) as info:
+            store.update(key_id, changes)
+        assert str(info.value).startswith(message)
+    assert store.file.path.read_bytes() == before
+
+
+def test_rotation_keeps_the_old_secret_as_a_digest_until_the_grace_ends(store, tmp_path, monkeypatch):
+    import app.keys.store as keystore
+
+    new = store.create("alice", "ci", 30, limits={"rate_limit": 3})
+    before = new.record
+    rotated = store.rotate(before["id"], 120)
+    record = rotated.record
+    assert rotated.key != new.key
+    assert (record["id"], record["name"], record["rate_limit"]) == (before["id"], "ci", 3)
+    assert (record["created_at"], record["expires_at"]) == (before["created_at"], before["expires_at"])
+    assert record["digest"] == digest(rotated.key) and record["prefix"] == rotated.key[:12]
+    assert record["previous_digest"] == digest(new.key)
+    assert parse_iso(record["previous_expires_at"]) - parse_iso(iso(datetime.now(UTC))) <= timedelta(seconds=120)
+    assert parse_iso(record["previous_expires_at"]) - datetime.now(UTC) > timedelta(seconds=110)
+    on_disk = store.file.path.read_bytes()
+    for secret in (new.key, rotated.key):
+        assert secret.encode() not in on_disk and secret[12:].encode() not in on_disk
+
+    reader = KeyStore(tmp_path)
+    assert reader.lookup(new.key)["id"] == before["id"]
+    assert reader.lookup(rotated.key)["id"] == before["id"]
+    assert public_view(record)["previous_expires_at"] == record["previous_expires_at"]
+
+    real_time = time.time
+    monkeypatch.setattr(keystore.time, "time", lambda: real_time() + 121)
+    assert reader.lookup(new.key) is None  # the grace is over: an unknown key
+    assert reader.lookup(rotated.key)["id"] == before["id"]
+    monkeypatch.setattr(keystore, "utcnow", lambda: datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=121))
+    assert public_view(reader.get(before["id"]))["previous_expires_at"] is None
+
+
+def test_rotating_during_a_grace_ends_the_earlier_one_and_zero_grace_keeps_nothing(store):
+    first = store.create("alice", "ci")
+    key_id = first.record["id"]
+    second = store.rotate(key_id, 3600)
+    third = store.rotate(key_id, 3600)
+    assert store.lookup(first.key) is None  # at most two secrets: the first is gone at once
+    assert store.lookup(second.key)["id"] == key_id
+    assert store.lookup(third.key)["previous_digest"] == digest(second.key)
+
+    fourth = store.rotate(key_id, 0)
+    assert (fourth.record["previous_digest"], fourth.record["previous_expires_at"]) == (None, None)
+    assert store.lookup(third.key) is None
+    assert store.lookup(fourth.key)["id"] == key_id
+
+
+def test_a_grace_never_outlives_the_key_and_revoking_ends_it(store):
+    new = store.create("alice", "ci", 30)
+    rotated = store.rotate(new.record["id"], 604_800)
+    assert rotated.record["previous_expires_at"] < rotated.record["expires_at"]
+    _set_field(store, new.record["id"], "expires_at", iso(datetime.now(UTC) + timedelta(seconds=60)))
+    capped = store.rotate(new.record["id"], 604_800).record
+    assert capped["previous_expires_at"] == capped["expires_at"]
+
+    revoked = store.revoke(new.record["id"])
+    assert (revoked["previous_digest"], revoked["previous_expires_at"]) == (None, None)
+    assert store.lookup(rotated.key) is None
+
+
+def test_only_an_active_key_is_rotated(store):
+    from app.keys.store import KeyStateError
+
+    revoked = store.create("alice", "r").record["id"]
+    store.revoke(revoked)
+    expired = store.create("alice", "e").record["id"]
+    _set_field(store, expired, "expires_at", "2025-01-01T00:00:00Z")
+    before = store.file.path.read_bytes()
+    for key_id in (revoked, expired):
+        with pytest.raises(KeyStateError, match="^Only an active key can be rotated$"):
+            store.rotate(key_id, 60)
+    with pytest.raises(KeyRequestError, match="^grace_seconds must be"):
+        store.rotate(revoked, -1)
+    assert store.rotate("key_missing", 60) is None
+    assert store.file.path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("scopes", []),
+        ("scopes", ["root"]),
+        ("workspaces", []),
+        ("rate_limit", 0),
+        ("allowed_ips", ["nowhere"]),
+        ("previous_digest", "not-hex"),
+        ("previous_expires_at", "2025-01-01T00:00:00Z"),  # without its digest
+    ],
+)
+def test_a_version_2_file_with_bad_limits_fails_closed(store, field, value):
+    new = store.create("alice", "k")
+    data = _file(store)
+    data["keys"][0][field] = value
+    store.file.path.write_text(json.dumps(data))
+    with pytest.raises(StoreUnavailable, match="api-keys.json"):
+        KeyStore(store.file.path.parent).lookup(new.key)
+
+
+def test_a_hand_edited_range_reads_as_askgate_writes_it(store):
+    new = store.create("alice", "k")
+    data = _file(store)
+    data["keys"][0]["allowed_ips"] = ["10.9.8.7/8", "::ffff:10.0.0.0/104"]
+    store.file.path.write_text(json.dumps(data))
+    assert KeyStore(store.file.path.parent).lookup(new.key)["allowed_ips"] == ["10.0.0.0/8"]

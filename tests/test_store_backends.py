@@ -193,3 +193,83 @@ def test_two_hosts_on_one_redis_store_see_each_others_revocations(tmp_path, redi
     finally:
         for host in hosts:
             host.stop()
+
+
+def _write_raw(location: str, workspaces, name: str, text: str) -> None:
+    if location == "files":
+        (workspaces / name).write_text(text)
+    else:
+        import redis
+
+        redis.Redis.from_url(location).set(f"askgate:{name}", text)
+
+
+def _read_raw(location: str, workspaces, name: str) -> bytes | None:
+    if location == "files":
+        path = workspaces / name
+        return path.read_bytes() if path.exists() else None
+    import redis
+
+    return redis.Redis.from_url(location).get(f"askgate:{name}")
+
+
+def test_a_version_1_document_is_upgraded_on_its_first_write_keeping_the_old_one(location, workspaces):
+    import json
+
+    from app.keys.format import display_prefix, generate_key
+
+    raw = generate_key()
+    old = {
+        "version": 1,
+        "keys": [
+            {
+                "id": "key_00000000000000aa",
+                "name": "old",
+                "owner": "alice",
+                "prefix": display_prefix(raw),
+                "digest": digest(raw),
+                "created_at": "2025-01-01T00:00:00Z",
+                "expires_at": None,
+                "revoked_at": None,
+                "last_used_at": None,
+            }
+        ],
+    }
+    text = json.dumps(old)
+    _write_raw(location, workspaces, "api-keys.json", text)
+    stores = open_stores(location, workspaces)
+    assert stores.keys.lookup(raw)["scopes"] == ["ask", "workspaces:read"]
+    assert storeadmin.check(stores)["keys"] is None
+    assert _read_raw(location, workspaces, "api-keys.json") == text.encode()
+
+    stores.keys.update("key_00000000000000aa", {"rate_limit": 9})
+
+    upgraded = json.loads(_read_raw(location, workspaces, "api-keys.json"))
+    assert upgraded["version"] == 2
+    assert upgraded["keys"][0]["rate_limit"] == 9
+    assert upgraded["keys"][0]["previous_digest"] is None
+    assert _read_raw(location, workspaces, "api-keys.json.bak" if location == "files" else "api-keys.json:bak") == (
+        text.encode()
+    )
+    assert _read_raw(location, workspaces, "api-keys.json.v1.bak") == text.encode()
+    assert open_stores(location, workspaces).keys.lookup(raw)["rate_limit"] == 9
+
+
+@pytest.mark.parametrize("direction", ["files->redis", "redis->files"])
+def test_migrate_carries_limits_and_a_running_rotation(direction, workspaces, redis_db, tmp_path):
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    if direction == "files->redis":
+        source, target = Stores.open("files", workspaces), Stores.open(redis_db, other_dir)
+    else:
+        source, target = Stores.open(redis_db, workspaces), Stores.open("files", other_dir)
+    limits = {"scopes": ["ask"], "workspaces": ["a", "b"], "rate_limit": 3, "allowed_ips": ["10.0.0.0/8", "::1/128"]}
+    old = source.keys.create("alice", "ci", 30, limits=limits)
+    new = source.keys.rotate(old.record["id"], 3600)
+
+    assert storeadmin.migrate(source, target) == {"keys": 1, "users": 0}
+
+    for secret in (old.key, new.key):
+        record = target.keys.lookup(secret)
+        assert {name: record[name] for name in limits} == limits
+        assert record["previous_expires_at"] == new.record["previous_expires_at"]

@@ -165,7 +165,8 @@ def delete_workspace(workspace_id: str):
 # -- key management -------------------------------------------------------------------------------------
 def _actor() -> accounts.Actor:
     principal = g.principal
-    return accounts.Actor(principal.auth_method, principal.user, principal.is_admin)
+    scopes = principal.rules.scopes if principal.rules is not None else frozenset()
+    return accounts.Actor(principal.auth_method, principal.user, principal.is_admin, scopes)
 
 
 @bp.get("/keys")

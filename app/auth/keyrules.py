@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from flask import Request
 
 from app.config import ConfigError, parse_networks
+from app.inputs import DEFAULT_KEY_SCOPES
 from app.ipallow import IPAllowlist
 
 log = logging.getLogger("askgate.auth")
 
-DEFAULT_SCOPES = ("ask", "workspaces:read")  # a record without scopes: a key made before keys had them
 
 # The scope each endpoint needs from a dashboard key; endpoints not listed need none (whoami, keys).
 ENDPOINT_SCOPES = {
@@ -52,7 +52,7 @@ def rules_for(record: dict) -> KeyRules:
     workspaces = record.get("workspaces")
     return KeyRules(
         allowlist=allowlist,
-        scopes=frozenset(record.get("scopes") or DEFAULT_SCOPES),
+        scopes=frozenset(record.get("scopes") or DEFAULT_KEY_SCOPES),
         workspaces=None if workspaces is None else frozenset(workspaces),
         rate_limit=record.get("rate_limit"),
     )

@@ -19,3 +19,10 @@ class StoreWriteError(Exception):
 
 class StoreAdminError(Exception):
     """A maintenance step that cannot be done; the message says why and what to do."""
+
+
+def older_version(raw: object, current: int | None) -> object:
+    """The ``"version"`` of a parsed document when it is not ``current`` (and ``current`` is given), else None."""
+    if current is None or not isinstance(raw, dict) or raw.get("version") == current:
+        return None
+    return raw.get("version")

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from app.documents import StoreUnavailable, StoreWriteError
+from app.documents import StoreUnavailable, StoreWriteError, older_version
 
 log = logging.getLogger("askgate.store")
 
@@ -44,6 +44,7 @@ class RedisDocument:
         empty: Callable[[], dict],
         validate: Callable[[Any], dict],
         on_load: Callable[[dict], None] | None = None,
+        version: int | None = None,
     ) -> None:
         self.client = client
         self.key = key
@@ -53,6 +54,7 @@ class RedisDocument:
         self._empty = empty
         self._validate = validate
         self._on_load = on_load
+        self._schema_version = version
         self._version: bytes | None = None
         self._data: dict | None = None
         self._mutex = threading.Lock()
@@ -97,12 +99,18 @@ class RedisDocument:
                 with self.client.pipeline() as pipe:
                     try:
                         pipe.watch(self.key)
-                        data = self._decode(pipe.get(self.key))
+                        original = pipe.get(self.key)
+                        older = self._older(original)
+                        data = self._decode(original)
                         result = change(data)
                         payload = json.dumps(data, sort_keys=True)
                         pipe.multi()
                         pipe.set(self.key, payload)
-                        pipe.set(self.backup_key, payload)
+                        if older is None:
+                            pipe.set(self.backup_key, payload)
+                        else:  # upgraded from an older schema: keep the document as it was, as a file would
+                            pipe.set(self.backup_key, original)
+                            pipe.setnx(f"{self.key}.v{older}.bak", original)
                         pipe.incr(self.version_key)
                         pipe.execute()
                     except redis.WatchError:
@@ -111,6 +119,15 @@ class RedisDocument:
         except redis.RedisError as exc:
             raise StoreWriteError(f"Could not save to {self.path}: {exc}. Nothing was changed.") from None
         raise StoreWriteError(f"Could not save to {self.path}: too much contention. Nothing was changed.")
+
+    def _older(self, raw: bytes | None) -> object:
+        """The document's ``"version"`` when it is an older one than this code writes, else None."""
+        if raw is None or self._schema_version is None:
+            return None
+        try:
+            return older_version(json.loads(raw), self._schema_version)
+        except (ValueError, UnicodeDecodeError):
+            return None  # _decode says what is wrong with it
 
     def replace_all(self, data: dict) -> None:
         self._validate(json.loads(json.dumps(data)))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from app.documents import StoreUnavailable, StoreWriteError
+from app.documents import StoreUnavailable, StoreWriteError, older_version
 
 log = logging.getLogger("askgate.store")
 
@@ -29,8 +29,10 @@ FILE_MODE = 0o600
 class SharedJSONFile:
     """One JSON document on disk, cached per process and reloaded when the file changes.
 
-    ``validate`` turns parsed JSON into the in-memory form (raising ValueError on a bad document);
-    ``on_load`` sees every freshly loaded document, so owners can rebuild their indexes once per change.
+    ``validate`` turns parsed JSON into the in-memory form (raising ValueError on a bad document), upgrading a
+    document of an older schema; ``on_load`` sees every freshly loaded document, so owners can rebuild their
+    indexes once per change. With ``version``, a file whose ``"version"`` differs is upgraded in place on its first
+    change: the ``.bak`` then holds the file as it was, and ``<name>.v<old>.bak`` keeps it for good.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class SharedJSONFile:
         empty: Callable[[], dict],
         validate: Callable[[Any], dict],
         on_load: Callable[[dict], None] | None = None,
+        version: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
@@ -47,6 +50,7 @@ class SharedJSONFile:
         self._empty = empty
         self._validate = validate
         self._on_load = on_load
+        self._version = version
         self._signature: tuple | None = None
         self._data: dict | None = None
         self._error: str | None = None
@@ -62,15 +66,20 @@ class SharedJSONFile:
 
     def _load(self, path: Path) -> dict | None:
         """The validated document at ``path``, None if there is no file; StoreUnavailable if it is bad."""
+        return self._load_versioned(path)[0]
+
+    def _load_versioned(self, path: Path) -> tuple[dict | None, object]:
+        """:meth:`_load`, and the version the file was written in when that is not ``version`` (else None)."""
         try:
             with open(path, encoding="utf-8") as fh:
                 raw = json.load(fh)
         except FileNotFoundError:
-            return None
+            return None, None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StoreUnavailable(f"{path} cannot be read: {exc}") from None
+        older = older_version(raw, self._version)
         try:
-            return self._validate(raw)
+            return self._validate(raw), older
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise StoreUnavailable(f"{path} is not a valid store file: {exc}") from None
 
@@ -136,9 +145,14 @@ class SharedJSONFile:
         """
         with self._locked():
             self._remove_stale_temp_files()
-            data = self._parse()  # always fresh from disk under the lock
+            data, older = self._load_versioned(self.path)  # always fresh from disk under the lock
+            if data is None:
+                data = self._empty()
             result = change(data)
-            self._write(data)
+            if older is None:
+                self._write(data)
+            else:
+                self._upgrade(data, older)
             # The file we just wrote is the current one: adopt it without re-parsing.
             with self._mutex:
                 self._signature, self._data, self._error = self._stat_signature(), data, None
@@ -161,13 +175,27 @@ class SharedJSONFile:
                 with contextlib.suppress(OSError):
                     stale.unlink()
 
-    def _write(self, data: dict) -> None:
+    def _write(self, data: dict, backup: bytes | None = None) -> None:
         payload = json.dumps(data, indent=1, sort_keys=True).encode("utf-8") + b"\n"
         atomic_write(self.path, payload)
         try:
-            atomic_write(self.backup_path, payload)
+            atomic_write(self.backup_path, payload if backup is None else backup)
         except StoreWriteError as exc:  # the change itself is saved; a stale backup is only logged
             log.warning("could not refresh backup %s: %s", self.backup_path, exc)
+
+    def _upgrade(self, data: dict, older: object) -> None:
+        """Write ``data`` in the current version over a file of version ``older``, keeping that file as it was."""
+        try:
+            original = self.path.read_bytes()
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
+        kept = self.path.with_name(f"{self.path.name}.v{older}.bak")
+        if not kept.exists():
+            atomic_write(kept, original)
+        self._write(data, backup=original)
+        log.warning(
+            "upgraded %s from version %s to %s; the old file is kept in %s", self.path, older, self._version, kept
+        )
 
 
 def _write_error(path: Path, exc: OSError) -> StoreWriteError:

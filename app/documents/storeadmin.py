@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from typing import Protocol
 
 from app.documents import StoreAdminError, StoreUnavailable
+
+_KEY_FINGERPRINT = (
+    "id",
+    "owner",
+    "digest",
+    "revoked_at",
+    "expires_at",
+    "scopes",
+    "workspaces",
+    "rate_limit",
+    "allowed_ips",
+    "previous_digest",
+    "previous_expires_at",
+)
 
 
 class StoreDocuments(Protocol):
@@ -47,7 +62,8 @@ def _fingerprint(stores: StoreDocuments) -> dict:
     except StoreUnavailable as exc:
         raise StoreAdminError(str(exc)) from None
     return {
-        "keys": sorted((k["id"], k["digest"], k["revoked_at"] or "") for k in keys),
+        # Everything a key's use depends on: its secrets, state and limits (version 2 fields included).
+        "keys": sorted(json.dumps({name: k.get(name) for name in _KEY_FINGERPRINT}, sort_keys=True) for k in keys),
         "users": sorted((u["id"], u["username"], u["password_hash"], bool(u["disabled"])) for u in users),
     }
 

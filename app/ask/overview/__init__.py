@@ -183,7 +183,7 @@ def _make_room(parts: list[Part], entries: list[Part]) -> list[Part]:
             e.start_line for e in entries if e.path == part.path and part.start_line < e.start_line <= part.end_line
         ]
         if starts and part.symbol is None:
-            lines = part.snippet.splitlines()[: min(starts) - part.start_line]
+            lines = part.snippet.split("\n")[: min(starts) - part.start_line]
             while lines and not lines[-1].strip():
                 lines.pop()
             if lines:
@@ -273,7 +273,9 @@ def _fallback_parts(folder: Path, paths: list[str], top_k: int) -> list[Part]:
 
 def _source(part: Part, score: float) -> Source:
     end = min(part.end_line, part.start_line + _OVERVIEW_SOURCE_LINES - 1)
-    snippet = "\n".join(part.snippet.splitlines()[: end - part.start_line + 1])
+    # A snippet is its lines joined by "\n": split it back the same way (splitlines would also drop a
+    # last line that is empty, and split at \x1e, \x0c and the like).
+    snippet = "\n".join(part.snippet.split("\n")[: end - part.start_line + 1])
     return Source(
         path=part.path,
         start_line=part.start_line,
