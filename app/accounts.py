@@ -18,7 +18,7 @@ from app import firstrun
 from app.ask.errors import WorkspaceNotFound
 from app.ask.importer import import_archive_stream, import_workspace
 from app.ask.workspaces import delete_workspace as remove_workspace
-from app.ask.workspaces import workspace_dir
+from app.ask.workspaces import is_valid_workspace_id, workspace_dir
 from app.documents import storeadmin
 from app.inputs import KEY_EXPIRY_CHOICES, KEY_RATE_LIMIT_ADMIN_MAX, ROTATE_GRACE_DEFAULT
 from app.keys.errors import KeyRequestError
@@ -30,8 +30,10 @@ from app.users.store import User
 
 # The ways in that may manage keys: a leaked key must not mint more keys.
 KEY_MANAGERS = ("session", "admin_key", "cli")
-# Deleting a workspace changes what every key answers from: an admin session, the admin key or the operator.
+# Replacing or deleting a workspace through the API changes what every key answers from: an admin session, the
+# admin key or the operator, or a dashboard key an admin gave the workspaces:write scope.
 WORKSPACE_ADMINS = ("session", "admin_key", "cli")
+WORKSPACE_WRITE_SCOPE = "workspaces:write"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Actor:
     via: str
     user: str | None
     is_admin: bool
+    scopes: frozenset[str] = frozenset()  # a dashboard key's scopes; nothing for every other way in
 
     @classmethod
     def operator(cls) -> Actor:
@@ -281,19 +284,45 @@ def import_workspace_from(
     return import_workspace(root, workspace_id, Path(path), replace=replace)
 
 
+def put_workspace(actor: Actor, workspace_id: str, stream: BinaryIO, filename: str) -> tuple[dict, bool]:
+    """Create or replace a workspace from an uploaded archive in one call (``PUT /api/workspaces/<id>``, for CI);
+    returns the totals and whether it was created. Who: see :func:`may_write_workspaces`."""
+    require_workspace_putter(actor)
+    # An invalid id is refused by the import itself, before it names a path.
+    created = not (is_valid_workspace_id(workspace_id) and (services().config.workspaces_dir / workspace_id).is_dir())
+    result = import_workspace_from(actor, workspace_id, stream=stream, filename=filename, replace=True)
+    return result, created
+
+
+def require_workspace_putter(actor: Actor) -> None:
+    if not may_write_workspaces(actor):
+        raise AccountRefused(
+            "Putting a workspace needs an admin session, the admin key or a key with workspaces:write", 403
+        )
+
+
 def may_replace_workspaces(actor: Actor) -> bool:
-    return actor.is_admin
+    return may_write_workspaces(actor)
+
+
+def may_write_workspaces(actor: Actor) -> bool:
+    """Replace or delete workspaces through the API or the console: an admin session, the admin key, the operator,
+    or a dashboard key with the ``workspaces:write`` scope (which only an admin can give a key)."""
+    if actor.via == "dashboard_key":
+        return WORKSPACE_WRITE_SCOPE in actor.scopes
+    return actor.is_admin and actor.via in WORKSPACE_ADMINS
 
 
 def may_delete_workspaces(actor: Actor) -> bool:
-    """Admins only (an admin session, the admin key, the operator)."""
-    return actor.is_admin and actor.via in WORKSPACE_ADMINS
+    return may_write_workspaces(actor)
 
 
 def delete_workspace(actor: Actor, workspace_id: str) -> None:
     """Remove a workspace folder and its index."""
     if not may_delete_workspaces(actor):
-        raise AccountRefused("Deleting a workspace needs an admin session or the admin key", 403)
+        raise AccountRefused(
+            "Deleting a workspace needs an admin session, the admin key or a key with workspaces:write", 403
+        )
     remove_workspace(services().config.workspaces_dir, workspace_id)
 
 

@@ -228,6 +228,15 @@ SCHEMAS = {
         required=("id", "file_count", "size_bytes", "last_indexed", "state"),
     ),
     "WorkspaceList": _object({"workspaces": {"type": "array", "items": _ref("schemas", "Workspace")}}),
+    "WorkspacePut": _object(
+        {
+            "id": {"type": "string", "pattern": WORKSPACE_ID_RE.pattern},
+            "file_count": {"type": "integer", "minimum": 1},
+            "size_bytes": {"type": "integer", "minimum": 0, "description": "The unpacked files' bytes."},
+        },
+        additionalProperties=False,
+        description="What a PUT installed. Its index is built in the background, as after a dashboard upload.",
+    ),
     "Key": _object(KEY_VIEW, description="A key as listings show it: never the key itself, never its digest."),
     "KeyList": _object({"keys": {"type": "array", "items": _ref("schemas", "Key")}}),
     "NewKeyRequest": _object(
@@ -309,11 +318,15 @@ _ERROR_WHEN = {
         "or (session callers) a missing CSRF token."
     ),
     401: "No credentials (`API key required`) or wrong, expired or revoked ones (`Invalid API key`).",
-    403: "A key request from an address outside ALLOWED_IPS, or a caller not allowed to do this.",
+    403: (
+        "A key request from an address outside ALLOWED_IPS, a dashboard key outside its own allowed_ips, scopes "
+        "or workspaces, or a caller not allowed to do this."
+    ),
     409: "The resource is not in a state that allows this (rotating a revoked or expired key).",
     404: "No such resource, or one that belongs to another user.",
     405: "The path exists but not for this method; `Allow` lists the methods it takes.",
     413: "The request body is larger than API_MAX_JSON_BYTES (default 65536); it is refused unread.",
+    415: 'Not an archive: send application/zip, application/gzip, or multipart/form-data with the field "archive".',
     429: (
         "Over API_RATE_LIMIT for this client (or USER_RATE_LIMIT for its user), too many failed attempts "
         "from this address, or (creating a key) over KEY_CREATE_LIMIT for the key's owner."
@@ -423,6 +436,42 @@ def _ask_unavailable() -> dict:
     return response
 
 
+def _put_workspace() -> dict:
+    """PUT /api/workspaces/{id}: an archive body, not JSON, up to MAX_CONTENT_LENGTH."""
+    put = _operation(
+        "Create or replace a workspace from a .zip or .tar.gz archive",
+        ("200", _json_body(_ref("schemas", "WorkspacePut"), "Replaced: asks now answer from the new files.")),
+        errors=("400", "415", "507"),
+        parameters=[
+            {**WORKSPACE_ID, "description": "The workspace to create or replace.", "schema": {"type": "string"}},
+            CSRF_HEADER,
+        ],
+        description='For CI: `curl -X PUT -H "x-api-key: $KEY" -H "Content-Type: application/gzip" '
+        "--data-binary @src.tar.gz …/api/workspaces/my-project`. The admin key, an admin session (with "
+        "X-CSRFToken), or a dashboard key with the `workspaces:write` scope; 403 otherwise. The archive passes the "
+        "dashboard upload's checks (no links, no paths outside the folder, the file and size limits): a refused "
+        "one is a 400 saying why and changes nothing. A replacement is atomic: asks already running finish on the "
+        "old files, and no half-unpacked folder is ever visible.",
+        operation_id="putWorkspace",
+    )
+    put["responses"]["201"] = _json_body(_ref("schemas", "WorkspacePut"), "Created.", _RATE_HEADERS)
+    put["responses"]["200"]["headers"] = dict(_RATE_HEADERS)
+    put["responses"]["413"] = _json_body(
+        _ref("schemas", "Error"),
+        "The archive is larger than MAX_CONTENT_LENGTH (the dashboard upload's limit, default 50 MiB).",
+    )
+    binary = {"type": "string", "format": "binary"}
+    put["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/zip": {"schema": binary},
+            "application/gzip": {"schema": {**binary, "description": "A .tar.gz archive."}},
+            "multipart/form-data": {"schema": _object({"archive": binary})},
+        },
+    }
+    return put
+
+
 def build_document() -> dict:
     """The OpenAPI 3.1 document for every route under /api."""
     ask_ok = _json_body(_ref("schemas", "AskResult"), "The answer and the code it is based on.", _RATE_HEADERS)
@@ -474,14 +523,16 @@ def build_document() -> dict:
             "get": _operation("List the workspaces", _ok("WorkspaceList"), operation_id="listWorkspaces"),
         },
         "/api/workspaces/{workspace_id}": {
+            "put": _put_workspace(),
             "delete": _operation(
                 "Delete a workspace and its index",
                 ("204", {"description": "Deleted.", "headers": _RATE_HEADERS}),
                 errors=("400", "404", "413"),
                 parameters=[WORKSPACE_ID, CSRF_HEADER],
-                description="An admin session or the admin key only (403 otherwise).",
+                description="An admin session, the admin key, or an admin's dashboard key with the "
+                "`workspaces:write` scope only (403 otherwise).",
                 operation_id="deleteWorkspace",
-            )
+            ),
         },
         "/api/keys": {
             "get": _operation(

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+from typing import BinaryIO
+
 from flask import g, jsonify, request
 
-from app import accounts
+from app import accounts, bodylimit
 from app.accounts import AccountRefused
 from app.answer_html import render_result
 from app.api import bp
+from app.ask import indexjobs
 from app.ask.engine import ask as ask_engine
 from app.ask.errors import AskError, IndexFailed, IndexNotReady, WorkspaceNotFound
+from app.ask.importer import ARCHIVE_SUFFIXES
 from app.ask.workspaces import is_valid_workspace_id, list_workspaces
+from app.auth import keyrules
 from app.auth.hook import protect_api
 from app.errors import APIError, json_error
 from app.extensions import limiter
@@ -22,6 +28,13 @@ from app.ratelimits import LimitReached
 from app.services import services
 
 protect_api(bp)
+
+# The media types of an archive body, and the suffix that tells the importer its format.
+ARCHIVE_TYPES = {"application/zip": ".zip", "application/gzip": ".tar.gz"}
+ARCHIVE_TYPE_MESSAGE = (
+    "Send the archive as the body with Content-Type application/zip or application/gzip, "
+    'or in the multipart field "archive"'
+)
 
 
 @bp.errorhandler(APIError)
@@ -111,12 +124,48 @@ def ask():
 
 @bp.get("/workspaces")
 def workspaces():
-    return jsonify(workspaces=list_workspaces(services().config.workspaces_dir))
+    listing = list_workspaces(services().config.workspaces_dir)
+    return jsonify(workspaces=keyrules.visible_workspaces(g.principal.rules, listing))
+
+
+@bp.put("/workspaces/<workspace_id>")
+def put_workspace(workspace_id: str):
+    """Create (201) or replace (200) a workspace from an archive: how CI keeps a workspace current."""
+    actor = _actor()
+    accounts.require_workspace_putter(actor)  # before the body is read: a refusal costs no upload
+    stream, filename = _archive_upload()
+    try:
+        result, created = accounts.put_workspace(actor, workspace_id, stream, filename)
+    except AskError as exc:
+        raise APIError(400, str(exc)) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise APIError(507, "The disk holding WORKSPACES_DIR is full; nothing was changed") from None
+        raise
+    indexjobs.submit(services().config.workspaces_dir, result["id"])
+    return jsonify(result), 201 if created else 200
+
+
+def _archive_upload() -> tuple[BinaryIO, str]:
+    """The uploaded archive as a stream, and a file name whose suffix says its format."""
+    suffix = ARCHIVE_TYPES.get(request.mimetype)
+    if suffix:
+        return bodylimit.capped(request.stream), f"upload{suffix}"
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("archive")
+        if upload is None:
+            raise APIError(400, 'Send the archive in the multipart field "archive"')
+        filename = upload.filename or ""
+        if not filename.lower().endswith(ARCHIVE_SUFFIXES) and upload.mimetype in ARCHIVE_TYPES:
+            filename = f"upload{ARCHIVE_TYPES[upload.mimetype]}"
+        return upload.stream, filename
+    raise APIError(415, ARCHIVE_TYPE_MESSAGE)
 
 
 @bp.delete("/workspaces/<workspace_id>")
 def delete_workspace(workspace_id: str):
-    """Admins only (session admin or the admin key): removes the folder and its index."""
+    """Admins only (an admin session, the admin key, or an admin's key with workspaces:write): removes the
+    folder and its index."""
     try:
         accounts.delete_workspace(_actor(), workspace_id)
     except WorkspaceNotFound:
@@ -127,7 +176,8 @@ def delete_workspace(workspace_id: str):
 # -- key management -------------------------------------------------------------------------------------
 def _actor() -> accounts.Actor:
     principal = g.principal
-    return accounts.Actor(principal.auth_method, principal.user, principal.is_admin)
+    scopes = principal.rules.scopes if principal.rules is not None else frozenset()
+    return accounts.Actor(principal.auth_method, principal.user, principal.is_admin, scopes)
 
 
 @bp.get("/keys")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from flask import Request, g, request
 from flask_login import current_user
 
+from app.auth.keyrules import KeyRules, rules_for
 from app.documents.sharedfile import StoreUnavailable, StoreWriteError
 from app.keys.format import is_well_formed
 from app.keys.limits import LIMIT_FIELDS
@@ -33,6 +34,7 @@ class Principal:
     key: dict | None  # the key record for dashboard keys (never the raw key)
     bucket: str  # the rate-limit bucket: one per key, per env key, per session user
     user_bucket: str | None = None  # USER_RATE_LIMIT's bucket: all of one user's keys and sessions together
+    rules: KeyRules | None = None  # a dashboard key's own limits, parsed once with the principal
 
     @property
     def is_admin(self) -> bool:
@@ -155,7 +157,13 @@ def _dashboard_principal(record: dict, ip: str) -> Principal | AuthFailure:
         if owner is None or owner.disabled:
             return _failure(ip, "owner_disabled")
         principal = Principal(
-            "dashboard_key", owner.username, owner.role, record, f"key:{record['id']}", f"user:{owner.id}"
+            "dashboard_key",
+            owner.username,
+            owner.role,
+            record,
+            f"key:{record['id']}",
+            f"user:{owner.id}",
+            rules_for(record),
         )
         expires = parse_iso(record["expires_at"])
         if len(principals) > 100_000:
