@@ -117,11 +117,24 @@ def test_a_limited_key_is_created_rotated_and_its_row_shows_the_limits(live_serv
     expect(row.locator(".grace")).to_be_visible()
     expect(row.locator("details.rotate summary")).to_be_visible()
 
-    # Both secrets work during the grace, as the same key (its 3 requests an hour: this is the third).
+    # Both secrets work during the grace, as the same key, within the key's limits: its own 3 requests an hour
+    # (refusals do not count), only its workspace, only asking.
     for key in (new_key, old_key):
         answer = whoami(server, key)
         assert answer.status_code == 200
         assert answer.json()["key"]["id"] == key_id
+        assert answer.headers["X-RateLimit-Limit"] == "3"
+    question = {"workspaceId": "shop", "question": "How is the session cookie saved on the response?"}
+    answer = requests.post(f"{server.url}/api/ask", json=question, headers={"x-api-key": new_key}, timeout=30)
+    assert answer.status_code == 200
+    assert answer.json()["sources"][0]["path"] == "session.py"
+    refused = requests.post(
+        f"{server.url}/api/ask", json={**question, "workspaceId": "other"}, headers={"x-api-key": new_key}, timeout=10
+    )
+    assert (refused.status_code, refused.json()) == (403, {"error": "This key cannot access workspace other"})
+    refused = requests.get(f"{server.url}/api/workspaces", headers={"x-api-key": old_key}, timeout=10)
+    assert (refused.status_code, refused.json()) == (403, {"error": "This key lacks the workspaces:read scope"})
+    assert whoami(server, new_key).status_code == 429  # the fourth counted request this hour
 
     # Shown once: not after a reload.
     page.reload()
