@@ -97,6 +97,7 @@ def test_a_limited_key_is_created_rotated_and_its_row_shows_the_limits(live_serv
     rotate.locator("summary").click()  # "Rotate…" opens the grace choice
     expect(rotate.get_by_label("Keep the old secret working for")).to_have_value("86400")  # 1 day unless chosen
     rotate.get_by_label("Keep the old secret working for").select_option(label="1 hour")
+    shoot(page, f"3b-rotate-open-{scheme}")
     rotate.get_by_role("button", name="Rotate key ci-shop now").click()
     expect(page.get_by_role("heading", name="New secret for “ci-shop”")).to_be_visible()
     new_key = page.get_by_label("New API key").input_value()
