@@ -194,6 +194,10 @@ def check_key_limits(actor: Actor, limits: dict, current: dict | None = None) ->
     ``API_RATE_LIMIT`` (an admin's up to KEY_RATE_LIMIT_ADMIN_MAX). What an admin gave a key stays when its
     owner changes something else: a value the key already has is never refused.
     """
+    current_limit = (current or {}).get("rate_limit")
+    if limits.get("rate_limit") is not None and limits["rate_limit"] != current_limit:
+        # The message names the bound that applies to this actor, so it is checked before the general shape.
+        check_rate_limit(limits["rate_limit"], _rate_limit_max(actor))
     checked = parse_key_limits(limits, partial=current is not None)
     current = current or {}
     grants_write = "workspaces:write" in checked.get("scopes", ()) and "workspaces:write" not in current.get(
@@ -201,9 +205,6 @@ def check_key_limits(actor: Actor, limits: dict, current: dict | None = None) ->
     )
     if grants_write and not actor.is_admin:
         raise AccountRefused("Only admins can give a key workspaces:write", 403)
-    if checked.get("rate_limit") is not None and checked["rate_limit"] != current.get("rate_limit"):
-        maximum = KEY_RATE_LIMIT_ADMIN_MAX if actor.is_admin else services().config.api_rate_limit
-        check_rate_limit(checked["rate_limit"], maximum)
     for workspace_id in checked.get("workspaces") or ():
         if workspace_id in (current.get("workspaces") or ()):
             continue  # deleted since it was given: keeping it does no harm
@@ -212,6 +213,13 @@ def check_key_limits(actor: Actor, limits: dict, current: dict | None = None) ->
         except WorkspaceNotFound:
             raise KeyRequestError(f"workspaces: there is no workspace {workspace_id!r}") from None
     return checked
+
+
+def _rate_limit_max(actor: Actor) -> int:
+    """The highest hourly limit ``actor`` may give a key: API_RATE_LIMIT, an admin's KEY_RATE_LIMIT_ADMIN_MAX."""
+    if actor.is_admin:
+        return KEY_RATE_LIMIT_ADMIN_MAX
+    return min(services().config.api_rate_limit, KEY_RATE_LIMIT_ADMIN_MAX)
 
 
 def update_key(actor: Actor, key_id: str, changes: dict) -> dict:

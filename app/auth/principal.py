@@ -13,11 +13,13 @@ from flask_login import current_user
 from app.auth.keyrules import KeyRules, rules_for
 from app.documents.sharedfile import StoreUnavailable, StoreWriteError
 from app.keys.format import is_well_formed
-from app.keys.store import key_status, parse_iso, public_view
+from app.keys.limits import LIMIT_FIELDS
+from app.keys.store import key_status, parse_iso
 from app.services import services
 
 log = logging.getLogger("askgate.auth")
 
+WHOAMI_KEY_FIELDS = ("id", "name", "prefix", "created_at", "expires_at", *LIMIT_FIELDS)
 MAX_KEY_HEADER = 512
 HTTP_WHITESPACE = " \t"
 
@@ -40,9 +42,8 @@ class Principal:
 
     def whoami(self) -> dict:
         key = None
-        if self.key:
-            view = public_view(self.key)
-            key = {name: view[name] for name in ("id", "name", "prefix", "created_at", "expires_at")}
+        if self.key:  # fields shown as stored: none of them is a secret
+            key = {name: self.key[name] for name in WHOAMI_KEY_FIELDS}
         return {"auth_method": self.auth_method, "user": self.user, "role": self.role, "key": key}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
 
 from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user
@@ -15,7 +14,7 @@ from app import accounts
 from app.accounts import AccountRefused
 from app.ask.workspaces import workspace_states
 from app.inputs import KEY_RATE_LIMIT_ADMIN_MAX
-from app.keys.store import KeyRequestError, key_status, parse_iso, public_view, utcnow
+from app.keys.store import KeyRequestError, key_status, public_view
 from app.ratelimits import LimitReached
 from app.services import services
 from app.users.store import UserError
@@ -57,21 +56,13 @@ def _page_of(records: list[dict], param: str) -> KeyPage:
     number = int(raw) if raw.isdigit() else 1
     number = min(max(number, 1), pages)  # past the end: the last page, not an empty one
     start = (number - 1) * KEYS_PER_PAGE
-    now = utcnow()
-    views = [_with_grace(public_view(r), now) for r in records[start : start + KEYS_PER_PAGE]]
+    views = [public_view(r) for r in records[start : start + KEYS_PER_PAGE]]
     active = sum(1 for r in records if key_status(r) == "active")
 
     def link(n: int) -> str | None:
         return url_for("account.security", **{**request.args.to_dict(), param: n}) if 1 <= n <= pages else None
 
     return KeyPage(views, number, pages, len(records), active, link(number - 1), link(number + 1))
-
-
-def _with_grace(view: dict, now: datetime) -> dict:
-    """``view`` with ``grace_until``: when the previous secret of a rotation stops working, if it still works."""
-    until = view.get("previous_expires_at")
-    view["grace_until"] = until if until and parse_iso(until) > now else None
-    return view
 
 
 def _workspace_ids() -> list[str]:
@@ -102,7 +93,7 @@ def _render(new_key: str | None = None, new_record: dict | None = None, rotated:
         other_keys=others,
         nonce=nonce,
         new_key=new_key,
-        new_record=new_record and _with_grace(new_record, utcnow()),
+        new_record=new_record,
         rotated=rotated,
     )
 

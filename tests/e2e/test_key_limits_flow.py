@@ -97,6 +97,7 @@ def test_a_limited_key_is_created_rotated_and_its_row_shows_the_limits(live_serv
     rotate.locator("summary").click()  # "Rotate…" opens the grace choice
     expect(rotate.get_by_label("Keep the old secret working for")).to_have_value("86400")  # 1 day unless chosen
     rotate.get_by_label("Keep the old secret working for").select_option(label="1 hour")
+    shoot(page, f"3b-rotate-open-{scheme}")
     rotate.get_by_role("button", name="Rotate key ci-shop now").click()
     expect(page.get_by_role("heading", name="New secret for “ci-shop”")).to_be_visible()
     new_key = page.get_by_label("New API key").input_value()
@@ -117,11 +118,24 @@ def test_a_limited_key_is_created_rotated_and_its_row_shows_the_limits(live_serv
     expect(row.locator(".grace")).to_be_visible()
     expect(row.locator("details.rotate summary")).to_be_visible()
 
-    # Both secrets work during the grace, as the same key (its 3 requests an hour: this is the third).
+    # Both secrets work during the grace, as the same key, within the key's limits: its own 3 requests an hour
+    # (refusals do not count), only its workspace, only asking.
     for key in (new_key, old_key):
         answer = whoami(server, key)
         assert answer.status_code == 200
         assert answer.json()["key"]["id"] == key_id
+        assert answer.headers["X-RateLimit-Limit"] == "3"
+    question = {"workspaceId": "shop", "question": "How is the session cookie saved on the response?"}
+    answer = requests.post(f"{server.url}/api/ask", json=question, headers={"x-api-key": new_key}, timeout=30)
+    assert answer.status_code == 200
+    assert answer.json()["sources"][0]["path"] == "session.py"
+    refused = requests.post(
+        f"{server.url}/api/ask", json={**question, "workspaceId": "other"}, headers={"x-api-key": new_key}, timeout=10
+    )
+    assert (refused.status_code, refused.json()) == (403, {"error": "This key cannot access workspace other"})
+    refused = requests.get(f"{server.url}/api/workspaces", headers={"x-api-key": old_key}, timeout=10)
+    assert (refused.status_code, refused.json()) == (403, {"error": "This key lacks the workspaces:read scope"})
+    assert whoami(server, new_key).status_code == 429  # the fourth counted request this hour
 
     # Shown once: not after a reload.
     page.reload()
