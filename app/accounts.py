@@ -24,7 +24,7 @@ from app import audit, firstrun
 from app.ask.errors import WorkspaceNotFound
 from app.ask.importer import import_archive_stream, import_workspace
 from app.ask.workspaces import delete_workspace as remove_workspace
-from app.ask.workspaces import workspace_dir
+from app.ask.workspaces import is_valid_workspace_id, workspace_dir
 from app.documents import storeadmin
 from app.inputs import KEY_EXPIRY_CHOICES, KEY_RATE_LIMIT_ADMIN_MAX, ROTATE_GRACE_DEFAULT
 from app.keys.errors import KeyRequestError
@@ -36,8 +36,10 @@ from app.users.store import User, UserError
 
 # The ways in that may manage keys: a leaked key must not mint more keys.
 KEY_MANAGERS = ("session", "admin_key", "cli")
-# Deleting a workspace changes what every key answers from: an admin session, the admin key or the operator.
+# Replacing or deleting a workspace through the API changes what every key answers from: an admin session, the
+# admin key or the operator, or a dashboard key an admin gave the workspaces:write scope.
 WORKSPACE_ADMINS = ("session", "admin_key", "cli")
+WORKSPACE_WRITE_SCOPE = "workspaces:write"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Actor:
     via: str
     user: str | None
     is_admin: bool
+    scopes: frozenset[str] = frozenset()  # a dashboard key's scopes; nothing for every other way in
     ip: str | None = None
 
     @classmethod
@@ -57,7 +60,7 @@ class Actor:
 
     @classmethod
     def signed_in(cls, user: User, ip: str | None = None) -> Actor:
-        return cls("session", user.username, user.is_admin, ip)
+        return cls("session", user.username, user.is_admin, ip=ip)
 
 
 class AccountRefused(Exception):
@@ -134,7 +137,7 @@ def sign_in(username: str, password: str, ip: str | None = None) -> SignedIn | N
     if user is None:
         known = services().users.get(username) if isinstance(username, str) else None
         target = (known.id, known.username) if known else (None, None)
-        _record(_event(Actor("session", None, False, ip), "user.login_failed", "user", *target))
+        _record(_event(Actor("session", None, False, ip=ip), "user.login_failed", "user", *target))
         return None
     with _audited(_user_event(Actor.signed_in(user, ip), "user.login", user)):
         return _open_session(user)
@@ -153,7 +156,7 @@ def _open_session(user: User) -> SignedIn:
 # -- users ------------------------------------------------------------------------------------------------------
 def create_first_admin(username: str, password: str, ip: str | None = None) -> SignedIn:
     """First-run setup: the first user, an admin, only while there are none, signed in at once."""
-    actor = Actor("session", username if isinstance(username, str) else None, True, ip)
+    actor = Actor("session", username if isinstance(username, str) else None, True, ip=ip)
     return _open_session(_add_user(actor, username, password, "admin", only_if_empty=True))
 
 
@@ -283,6 +286,10 @@ def check_key_limits(actor: Actor, limits: dict, current: dict | None = None) ->
     ``API_RATE_LIMIT`` (an admin's up to KEY_RATE_LIMIT_ADMIN_MAX). What an admin gave a key stays when its
     owner changes something else: a value the key already has is never refused.
     """
+    current_limit = (current or {}).get("rate_limit")
+    if limits.get("rate_limit") is not None and limits["rate_limit"] != current_limit:
+        # The message names the bound that applies to this actor, so it is checked before the general shape.
+        check_rate_limit(limits["rate_limit"], _rate_limit_max(actor))
     checked = parse_key_limits(limits, partial=current is not None)
     current = current or {}
     grants_write = "workspaces:write" in checked.get("scopes", ()) and "workspaces:write" not in current.get(
@@ -290,9 +297,6 @@ def check_key_limits(actor: Actor, limits: dict, current: dict | None = None) ->
     )
     if grants_write and not actor.is_admin:
         raise AccountRefused("Only admins can give a key workspaces:write", 403)
-    if checked.get("rate_limit") is not None and checked["rate_limit"] != current.get("rate_limit"):
-        maximum = KEY_RATE_LIMIT_ADMIN_MAX if actor.is_admin else services().config.api_rate_limit
-        check_rate_limit(checked["rate_limit"], maximum)
     for workspace_id in checked.get("workspaces") or ():
         if workspace_id in (current.get("workspaces") or ()):
             continue  # deleted since it was given: keeping it does no harm
@@ -301,6 +305,13 @@ def check_key_limits(actor: Actor, limits: dict, current: dict | None = None) ->
         except WorkspaceNotFound:
             raise KeyRequestError(f"workspaces: there is no workspace {workspace_id!r}") from None
     return checked
+
+
+def _rate_limit_max(actor: Actor) -> int:
+    """The highest hourly limit ``actor`` may give a key: API_RATE_LIMIT, an admin's KEY_RATE_LIMIT_ADMIN_MAX."""
+    if actor.is_admin:
+        return KEY_RATE_LIMIT_ADMIN_MAX
+    return min(services().config.api_rate_limit, KEY_RATE_LIMIT_ADMIN_MAX)
 
 
 def update_key(actor: Actor, key_id: str, changes: dict) -> dict:
@@ -396,19 +407,45 @@ def _workspace_exists(root: Path, workspace_id: str) -> bool:
     return True
 
 
+def put_workspace(actor: Actor, workspace_id: str, stream: BinaryIO, filename: str) -> tuple[dict, bool]:
+    """Create or replace a workspace from an uploaded archive in one call (``PUT /api/workspaces/<id>``, for CI);
+    returns the totals and whether it was created. Who: see :func:`may_write_workspaces`."""
+    require_workspace_putter(actor)
+    # An invalid id is refused by the import itself, before it names a path.
+    created = not (is_valid_workspace_id(workspace_id) and (services().config.workspaces_dir / workspace_id).is_dir())
+    result = import_workspace_from(actor, workspace_id, stream=stream, filename=filename, replace=True)
+    return result, created
+
+
+def require_workspace_putter(actor: Actor) -> None:
+    if not may_write_workspaces(actor):
+        raise AccountRefused(
+            "Putting a workspace needs an admin session, the admin key or a key with workspaces:write", 403
+        )
+
+
 def may_replace_workspaces(actor: Actor) -> bool:
-    return actor.is_admin
+    return may_write_workspaces(actor)
+
+
+def may_write_workspaces(actor: Actor) -> bool:
+    """Replace or delete workspaces through the API or the console: an admin session, the admin key, the operator,
+    or a dashboard key with the ``workspaces:write`` scope (which only an admin can give a key)."""
+    if actor.via == "dashboard_key":
+        return WORKSPACE_WRITE_SCOPE in actor.scopes
+    return actor.is_admin and actor.via in WORKSPACE_ADMINS
 
 
 def may_delete_workspaces(actor: Actor) -> bool:
-    """Admins only (an admin session, the admin key, the operator)."""
-    return actor.is_admin and actor.via in WORKSPACE_ADMINS
+    return may_write_workspaces(actor)
 
 
 def delete_workspace(actor: Actor, workspace_id: str) -> None:
     """Remove a workspace folder and its index."""
     if not may_delete_workspaces(actor):
-        raise AccountRefused("Deleting a workspace needs an admin session or the admin key", 403)
+        raise AccountRefused(
+            "Deleting a workspace needs an admin session, the admin key or a key with workspaces:write", 403
+        )
     root = services().config.workspaces_dir
     if not _workspace_exists(root, workspace_id):
         raise WorkspaceNotFound()

@@ -21,7 +21,7 @@ from app.ask.errors import AskError
 from app.audit import AuditQueryError, AuditUnavailable
 from app.documents import StoreAdminError
 from app.documents.sharedfile import StoreUnavailable, StoreWriteError
-from app.inputs import KEY_EXPIRY_DAYS
+from app.inputs import DEFAULT_KEY_SCOPES, KEY_EXPIRY_DAYS, KEY_SCOPES, ROTATE_GRACE_DEFAULT, ROTATE_GRACE_MAX
 from app.keys.store import KeyRequestError, key_status
 from app.names import shown
 from app.services import services
@@ -123,12 +123,59 @@ def user_role(name: str, role: str) -> None:
 @click.option("--user", "username", required=True, help="Owner of the key.")
 @click.option("--name", required=True, help="What the key is for.")
 @click.option("--expires-in-days", type=click.Choice([str(days) for days in KEY_EXPIRY_DAYS if days]), default=None)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(KEY_SCOPES),
+    help=f"What the key may do; repeat for several (default: {', '.join(DEFAULT_KEY_SCOPES)}).",
+)
+@click.option("--workspace", "workspaces", multiple=True, help="A workspace the key may use; repeat (default: all).")
+@click.option("--rate-limit", type=int, default=None, help="Requests per hour (default: API_RATE_LIMIT).")
+@click.option(
+    "--allow-ip", "allowed_ips", multiple=True, help="An address or CIDR range the key may be used from; repeat."
+)
 @_guard
-def key_create(username: str, name: str, expires_in_days: str | None) -> None:
+def key_create(
+    username: str,
+    name: str,
+    expires_in_days: str | None,
+    scopes: tuple[str, ...],
+    workspaces: tuple[str, ...],
+    rate_limit: int | None,
+    allowed_ips: tuple[str, ...],
+) -> None:
     """Create a key and print only the key on stdout (it is never shown again)."""
     days = int(expires_in_days) if expires_in_days else None
-    new = accounts.create_key_for(OPERATOR, username, name, days)
+    limits: dict = {"rate_limit": rate_limit}
+    for field, values in (("scopes", scopes), ("workspaces", workspaces), ("allowed_ips", allowed_ips)):
+        if values:
+            limits[field] = list(values)
+    new = accounts.create_key_for(OPERATOR, username, name, days, limits)
     click.echo(f"Created key {new.record['id']} ({new.record['prefix']}…) for {new.record['owner']}.", err=True)
+    click.echo(new.key)
+
+
+@key_cli.command("rotate")
+@click.argument("key_id")
+@click.option(
+    "--grace-seconds",
+    type=click.IntRange(0, ROTATE_GRACE_MAX),
+    default=ROTATE_GRACE_DEFAULT,
+    show_default=True,
+    help="How long the old key keeps working.",
+)
+@_guard
+def key_rotate(key_id: str, grace_seconds: int) -> None:
+    """Give a key a new secret and print only the new key on stdout; the old one works for the grace period."""
+    try:
+        accounts.find_key(OPERATOR, key_id)
+    except AccountRefused:
+        _fail(f"No key with id {key_id!r} (see: flask --app wsgi key list)")
+    new = accounts.rotate_key(OPERATOR, key_id, grace_seconds)
+    until = new.record["previous_expires_at"]
+    old = f"the old one works until {until}" if until else "the old one no longer works"
+    click.echo(f"Rotated key {new.record['id']} ({new.record['prefix']}…); {old}.", err=True)
     click.echo(new.key)
 
 

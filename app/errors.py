@@ -20,6 +20,7 @@ MESSAGES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    409: "Conflict",
     413: "Request body too large",
     415: "Unsupported media type",
     429: "Rate limit exceeded",

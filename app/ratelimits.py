@@ -142,15 +142,16 @@ class ClientLimits:
                 log.warning("Rate limit storage recovered - limits are shared again")
                 self._down, self._retry_at, self._retry_after = False, 0.0, RETRY_FIRST
 
-    def hit(self, bucket: str, user_bucket: str | None = None) -> Verdict:
+    def hit(self, bucket: str, user_bucket: str | None = None, limit: int | None = None) -> Verdict:
         """Count one request of ``bucket`` (and of its user's ``user_bucket`` under ``USER_RATE_LIMIT``).
 
+        ``limit`` is the bucket's own hourly limit (a dashboard key's ``rate_limit``); None for API_RATE_LIMIT.
         The verdict carries the X-RateLimit headers of whichever limit has less room left.
         """
         now = time.time()
         window = int(now // API_WINDOW)
         reset = (window + 1) * API_WINDOW
-        amount = self.api_amount
+        amount = self.api_amount if limit is None else limit
         remaining = amount - self._incr(f"askgate/api/{bucket}/{window}", reset, now)
         if self.user_amount is not None and user_bucket is not None:
             user_remaining = self.user_amount - self._incr(f"askgate/apiuser/{user_bucket}/{window}", reset, now)

@@ -2,9 +2,11 @@
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
-  // A page showing a freshly generated key must not be re-posted by a reload.
-  if (document.querySelector("[data-new-key]") && window.history.replaceState) {
-    window.history.replaceState(null, "", window.location.href);
+  // A page showing a freshly generated key must not be re-posted by a reload: a reload shows the page itself
+  // (a rotation posts to its own address, which only answers POST).
+  const shownKey = document.querySelector("[data-new-key]");
+  if (shownKey && window.history.replaceState) {
+    window.history.replaceState(null, "", shownKey.dataset.pageUrl || window.location.href);
   }
 
   document.querySelectorAll("[data-copy]").forEach((button) => {
@@ -44,6 +46,14 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     });
   }
+
+  // Ticking a workspace for a new key means "only these": select that choice too.
+  document.querySelectorAll("[data-workspace-choices] input[type=checkbox]").forEach((box) => {
+    box.addEventListener("change", () => {
+      const chosen = box.form.querySelector('input[name="workspace_access"][value="chosen"]');
+      if (box.checked && chosen) chosen.checked = true;
+    });
+  });
 
   document.querySelectorAll("form[data-confirm]").forEach((form) => {
     form.addEventListener("submit", (event) => {

@@ -240,9 +240,11 @@ def test_workspaces_replaced_and_deleted_only_by_admins(svc, workspaces, tmp_pat
     (workspaces / "shop" / "app.py").write_text("OLD = 1\n")
     refused = (403, "Only an admin can replace an existing workspace.")
     assert _refused(accounts.import_workspace_from, ALICE, "shop", path=source, replace=True) == refused
-    deleting = (403, "Deleting a workspace needs an admin session or the admin key")
+    deleting = (403, "Deleting a workspace needs an admin session, the admin key or a key with workspaces:write")
     assert _refused(accounts.delete_workspace, ALICE, "shop") == deleting
-    assert _refused(accounts.delete_workspace, Actor("dashboard_key", "root", True), "shop") == deleting
+    # A member's key, or a client key, never: an admin's key gets here only with workspaces:write (the hook).
+    assert _refused(accounts.delete_workspace, Actor("dashboard_key", "alice", False), "shop") == deleting
+    assert _refused(accounts.delete_workspace, Actor("client_key", None, False), "shop") == deleting
     assert (workspaces / "shop" / "app.py").read_text() == "OLD = 1\n"
     assert accounts.import_workspace_from(ROOT, "shop", path=source, replace=True)["file_count"] == 1
     assert (workspaces / "shop" / "app.py").read_text() == "NEW = 1\n"

@@ -61,7 +61,9 @@ def test_whoami_for_each_kind_of_caller(app, client, auth):
     auth.create_user("alice")
     new = auth.services.keys.create("alice", "script", 30)
     record = new.record
-    expected_key = {name: record[name] for name in ("id", "name", "prefix", "created_at", "expires_at")}
+    shown = ("id", "name", "prefix", "created_at", "expires_at", "scopes", "workspaces", "rate_limit", "allowed_ips")
+    expected_key = {name: record[name] for name in shown}
+    assert expected_key["scopes"] == ["ask", "workspaces:read"]
     dashboard = {"auth_method": "dashboard_key", "user": "alice", "role": "member", "key": expected_key}
 
     for headers in (xkey(new.key), bearer(new.key), {"Authorization": f"bearer   {new.key}  "}):

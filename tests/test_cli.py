@@ -205,3 +205,58 @@ def test_the_flask_command_creates_a_user_and_a_key(app, workspaces):
     assert _whoami(app, key) == 200  # the running app sees the key created by another process
     raw = (workspaces / "api-keys.json").read_text()
     assert key not in raw and key[12:] not in raw
+
+
+def test_key_create_with_limits(cli, auth, workspaces):
+    (workspaces / "alpha").mkdir()
+    auth.create_user("alice")
+    result = cli(
+        "key", "create", "--user", "alice", "--name", "ci", "--scope", "ask", "--scope", "workspaces:write",
+        "--workspace", "alpha", "--rate-limit", "5000", "--allow-ip", "10.0.0.0/8", "--allow-ip", "::1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = auth.services.keys.lookup(result.stdout.rstrip("\n"))
+    assert {name: record[name] for name in ("scopes", "workspaces", "rate_limit", "allowed_ips")} == {
+        "scopes": ["ask", "workspaces:write"],
+        "workspaces": ["alpha"],
+        "rate_limit": 5000,
+        "allowed_ips": ["10.0.0.0/8", "::1/128"],
+    }
+    plain = auth.services.keys.lookup(cli("key", "create", "--user", "alice", "--name", "d").stdout.rstrip("\n"))
+    assert (plain["scopes"], plain["workspaces"], plain["rate_limit"]) == (["ask", "workspaces:read"], None, None)
+
+    refused = cli("key", "create", "--user", "alice", "--name", "x", "--workspace", "beta")
+    assert (refused.exit_code, refused.stderr) == (1, "Error: workspaces: there is no workspace 'beta'\n")
+    refused = cli("key", "create", "--user", "alice", "--name", "x", "--allow-ip", "nowhere")
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("Error: allowed_ips: 'nowhere' is not an IP address or CIDR range")
+    assert len(auth.services.keys.list()) == 2
+
+
+def test_key_rotate_prints_only_the_new_key(app, cli, auth):
+    auth.create_user("alice")
+    old = auth.services.keys.create("alice", "ci", 30)
+    result = cli("key", "rotate", old.record["id"], "--grace-seconds", "600")
+    assert result.exit_code == 0, result.output
+    key = result.stdout.rstrip("\n")
+    assert result.stdout == key + "\n" and KEY_RE.fullmatch(key) and key != old.key
+    record = auth.services.keys.lookup(key)
+    assert record["id"] == old.record["id"] and record["expires_at"] == old.record["expires_at"]
+    assert result.stderr == (
+        f"Rotated key {record['id']} ({record['prefix']}…); the old one works until {record['previous_expires_at']}.\n"
+    )
+    assert (_whoami(app, old.key), _whoami(app, key)) == (200, 200)
+
+    again = cli("key", "rotate", old.record["id"], "--grace-seconds", "0")
+    assert again.exit_code == 0 and "the old one no longer works" in again.stderr
+    assert (_whoami(app, key), _whoami(app, again.stdout.rstrip("\n"))) == (401, 200)
+
+    missing = cli("key", "rotate", "key_missing")
+    assert (missing.exit_code, missing.stderr) == (
+        1,
+        "Error: No key with id 'key_missing' (see: flask --app wsgi key list)\n",
+    )
+    assert cli("key", "rotate", old.record["id"], "--grace-seconds", "604801").exit_code == 2
+    auth.services.keys.revoke(old.record["id"])
+    revoked = cli("key", "rotate", old.record["id"])
+    assert (revoked.exit_code, revoked.stderr) == (1, "Error: Only an active key can be rotated\n")

@@ -105,7 +105,13 @@ def test_error_bodies_and_success_shapes(client):
     assert components["schemas"]["Error"]["properties"]["error"]["type"] == "string"
     assert components["responses"]["401"]["headers"]["WWW-Authenticate"]["required"] is True
     assert components["responses"]["429"]["headers"]["Retry-After"]["required"] is True
-    assert components["schemas"]["NewKey"]["required"] == ["id", "name", "prefix", "created_at", "expires_at", "key"]
+    limits = ["scopes", "workspaces", "rate_limit", "allowed_ips"]
+    summary = ["id", "name", "prefix", "created_at", "expires_at", *limits]
+    assert components["schemas"]["NewKey"]["required"] == [*summary, "key"]
+    assert components["schemas"]["KeySummary"]["required"] == summary  # whoami's key
+    assert set(components["schemas"]["Key"]["required"]) >= {*limits, "previous_expires_at", "is_active", "status"}
+    assert components["schemas"]["RotatedKey"]["required"] == [*components["schemas"]["Key"]["required"], "key"]
+    assert set(components["schemas"]["KeyUpdate"]["properties"]) == {"name", *limits, "active", "is_active"}
     assert components["schemas"]["Whoami"]["required"] == ["auth_method", "user", "role", "key"]
     assert components["schemas"]["AskResult"]["required"] == ["workspaceId", "question", "answer", "sources", "engine"]
     assert components["schemas"]["Source"]["required"] == [
@@ -133,6 +139,10 @@ def test_error_bodies_and_success_shapes(client):
     assert set(paths["/api/keys"]["post"]["responses"]) == {"201", "400", "401", "403", "413", "429", "503", "507"}
     assert set(paths["/api/ask"]["post"]["responses"]) == {"200", "400", "401", "403", "404", "413", "429", "503"}
     assert set(paths["/api/keys/{key_id}"]["delete"]["responses"]) >= {"204", "404"}
+    rotate = paths["/api/keys/{key_id}/rotate"]["post"]
+    assert set(rotate["responses"]) == {"201", "400", "401", "403", "404", "409", "413", "429", "503", "507"}
+    assert rotate["requestBody"]["required"] is False
+    assert rotate["responses"]["201"]["headers"]["Cache-Control"]["schema"]["const"] == "no-store"
 
 
 def test_undocumented_methods_and_paths_answer_the_documented_error_shapes(client):
@@ -386,3 +396,39 @@ def test_revoking_then_deleting_a_real_key_is_answered_as_documented(live_schema
     assert (revoked.status_code, revoked.json()["id"], revoked.json()["status"]) == (200, key_id, "revoked")
     assert (deleted.status_code, deleted.content) == (204, b"")
     assert (gone.status_code, gone.json()) == (404, {"error": "Key not found"})
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("caller_name", ["admin_key", "session"])
+def test_limiting_and_rotating_a_real_key_is_answered_as_documented(live_schema, callers, module_server, caller_name):
+    _seed_workspace(module_server.workspaces)
+    limits = {"scopes": ["ask"], "workspaces": [WORKSPACE], "rate_limit": 50, "allowed_ips": ["10.0.0.0/8"]}
+    create = live_schema["/api/keys"]["POST"].Case(body={"name": "limited", "user": "alice", **limits})
+    callers[caller_name].apply(create)
+    created = create.call_and_validate(base_url=module_server.url, checks=CHECKS, timeout=30)
+    assert created.status_code == 201
+    key_id = created.json()["id"]
+    assert {name: created.json()[name] for name in limits} == limits
+
+    update = live_schema["/api/keys/{key_id}"]["PATCH"].Case(
+        path_parameters={"key_id": key_id}, body={"name": "narrower", "allowed_ips": None}
+    )
+    rotate = live_schema["/api/keys/{key_id}/rotate"]["POST"].Case(
+        path_parameters={"key_id": key_id}, body={"grace_seconds": 60}
+    )
+    revoke = live_schema["/api/keys/{key_id}"]["PATCH"].Case(
+        path_parameters={"key_id": key_id}, body={"is_active": False}
+    )
+    for case in (update, rotate, revoke):
+        callers[caller_name].apply(case)
+
+    updated = update.call_and_validate(base_url=module_server.url, checks=CHECKS, timeout=30)
+    rotated = rotate.call_and_validate(base_url=module_server.url, checks=CHECKS, timeout=30)
+    revoked = revoke.call_and_validate(base_url=module_server.url, checks=CHECKS, timeout=30)
+    too_late = rotate.call_and_validate(base_url=module_server.url, checks=CHECKS, timeout=30)
+
+    assert (updated.status_code, updated.json()["name"], updated.json()["allowed_ips"]) == (200, "narrower", None)
+    assert (rotated.status_code, rotated.json()["id"], rotated.json()["rate_limit"]) == (201, key_id, 50)
+    assert rotated.json()["previous_expires_at"] is not None
+    assert (revoked.status_code, revoked.json()["is_active"]) == (200, False)
+    assert (too_late.status_code, too_late.json()) == (409, {"error": "Only an active key can be rotated"})

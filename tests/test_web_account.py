@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import html as htmllib
 import re
 from datetime import timedelta
 
 import pytest
 
-from app.keys.store import key_status, parse_iso
+from app.keys.store import key_status, parse_iso, utcnow
 from tests.conftest import PASSWORD, AuthActions, csrf_from
 
 KEY_RE = re.compile(r"agk_[0-9A-Za-z]{40,}")
@@ -15,7 +16,8 @@ NONCE_RE = re.compile(r'name="nonce" value="([^"]+)"')
 NEW_PASSWORD = "another long passphrase"
 
 
-def _generate(client, name: str = "ci", expiry: str = "never", page: str | None = None):
+def _generate(client, name: str = "ci", expiry: str = "never", page: str | None = None, **limits):
+    """Post the generate form; ``limits`` (form field names) also sends the limits as the page's form does."""
     html = page or client.get("/account/security").get_data(as_text=True)
     data = {
         "csrf_token": csrf_from(html),
@@ -23,6 +25,8 @@ def _generate(client, name: str = "ci", expiry: str = "never", page: str | None 
         "name": name,
         "expiry": expiry,
     }
+    if limits:
+        data |= {"with_limits": "1", "scopes": ["ask", "workspaces:read"], "workspace_access": "all", **limits}
     return client.post("/account/security", data=data), data
 
 
@@ -197,3 +201,268 @@ def test_a_password_change_needs_the_csrf_token(client, alice):
     )
     assert response.status_code == 400
     assert alice.services.users.authenticate("alice", PASSWORD) is not None
+
+
+# -- limits ---------------------------------------------------------------------------------------------------
+def _text(response) -> str:
+    """The page as a reader sees it: entities decoded."""
+    return htmllib.unescape(response.get_data(as_text=True))
+
+
+def _field_error(response, field: str) -> str | None:
+    match = re.search(rf'<p class="error" id="{field}-err">([^<]*)</p>', response.get_data(as_text=True))
+    return htmllib.unescape(match.group(1)) if match else None
+
+
+def test_a_key_with_limits_gets_them_and_its_row_shows_them(client, alice, workspaces):
+    (workspaces / "shop").mkdir()
+    (workspaces / "other").mkdir()
+    response, _ = _generate(
+        client,
+        "ci-shop",
+        scopes=["ask"],
+        workspace_access="chosen",
+        workspaces=["shop"],
+        rate_limit=" 25 ",
+        allowed_ips="127.0.0.1\n10.1.2.3/8, 2001:db8::/32",
+    )
+    assert response.status_code == 200
+    key = KEY_RE.search(response.get_data(as_text=True)).group(0)
+    record = alice.services.keys.lookup(key)
+    assert {name: record[name] for name in ("scopes", "workspaces", "rate_limit", "allowed_ips")} == {
+        "scopes": ["ask"],
+        "workspaces": ["shop"],
+        "rate_limit": 25,
+        "allowed_ips": ["127.0.0.1/32", "10.0.0.0/8", "2001:db8::/32"],
+    }
+    row = re.search(r'<tr class="key-active">.*?</tr>', client.get("/account/security").get_data(as_text=True), re.S)
+    cells = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row.group(0)))
+    assert "Scopes ask Workspaces shop Rate limit 25/hour Allowed IPs 127.0.0.1/32 10.0.0.0/8 2001:db8::/32" in cells
+
+
+def test_a_key_without_limits_shows_the_defaults(client, alice):
+    response, _ = _generate(client, "plain", rate_limit="", allowed_ips="  ")
+    record = alice.services.keys.lookup(KEY_RE.search(response.get_data(as_text=True)).group(0))
+    assert (record["scopes"], record["workspaces"], record["rate_limit"], record["allowed_ips"]) == (
+        ["ask", "workspaces:read"],
+        None,
+        None,
+        None,
+    )
+    cells = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", client.get("/account/security").get_data(as_text=True)))
+    assert "Scopes ask workspaces:read Workspaces all Rate limit 1,000/hour (instance) Allowed IPs any" in cells
+
+
+def test_a_post_without_the_limit_fields_makes_a_key_with_the_defaults(client, alice):
+    response, _ = _generate(client, "older-form")  # as scripts driving the page sent before keys had limits
+    record = alice.services.keys.lookup(KEY_RE.search(response.get_data(as_text=True)).group(0))
+    assert record["scopes"] == ["ask", "workspaces:read"]
+
+
+RATE_MESSAGE = "rate_limit must be a whole number of requests per hour from 1 to {}, or null for the instance's limit"
+
+
+@pytest.mark.parametrize(
+    ("limits", "field", "message"),
+    [
+        (
+            {"scopes": []},
+            "scopes",
+            'scopes must be a non-empty list of "ask", "workspaces:read", "workspaces:write"',
+        ),
+        (
+            {"workspace_access": "chosen", "workspaces": []},
+            "workspace_access",
+            "workspaces must be null (every workspace) or a non-empty list of workspace ids",
+        ),
+        (
+            {"workspace_access": "chosen", "workspaces": ["shop", "nope"]},
+            "workspace_access",
+            "workspaces: there is no workspace 'nope'",
+        ),
+        (
+            {"workspace_access": "all", "workspaces": ["shop"]},
+            "workspace_access",
+            "You ticked workspaces but chose “All workspaces”: choose “Only these” or untick them.",
+        ),
+        ({"rate_limit": "many"}, "rate_limit", RATE_MESSAGE.format(1000)),  # a member: her own bound
+        ({"rate_limit": "0"}, "rate_limit", RATE_MESSAGE.format(1000)),  # a member: her own bound
+        ({"rate_limit": "2.5"}, "rate_limit", RATE_MESSAGE.format(1000)),  # a member: her own bound
+        ({"rate_limit": "1001"}, "rate_limit", RATE_MESSAGE.format(1000)),
+        (
+            {"allowed_ips": "10.0.0.1\n10.0.0.300"},
+            "allowed_ips",
+            "allowed_ips: '10.0.0.300' is not an IP address or CIDR range (examples: 203.0.113.7, 10.0.0.0/8, "
+            "2001:db8::/32)",
+        ),
+    ],
+)
+def test_a_refused_limit_is_a_message_on_its_field_and_changes_nothing(
+    client, alice, workspaces, limits, field, message
+):
+    (workspaces / "shop").mkdir()
+    response, _ = _generate(client, "limited", **limits)
+    assert response.status_code == 200
+    assert _field_error(response, field) == message
+    assert not KEY_RE.search(response.get_data(as_text=True))
+    assert alice.services.keys.list() == []
+    # What was typed stays in the form, to be corrected.
+    assert 'value="limited"' in response.get_data(as_text=True)
+
+
+def test_a_member_is_not_offered_workspaces_write_and_cannot_give_it(client, alice):
+    page = client.get("/account/security").get_data(as_text=True)
+    assert 'value="workspaces:write"' not in page
+    assert 'value="ask"' in page and 'value="workspaces:read"' in page
+
+    response, _ = _generate(client, "sneaky", scopes=["ask", "workspaces:write"])
+    assert _field_error(response, "scopes") == "Only admins can give a key workspaces:write"
+    assert not KEY_RE.search(response.get_data(as_text=True))
+    assert alice.services.keys.list() == []
+
+
+def test_an_admin_can_give_workspaces_write(client, auth):
+    auth.create_user("root", admin=True)
+    auth.login("root")
+    page = client.get("/account/security").get_data(as_text=True)
+    assert 'value="workspaces:write"' in page
+    response, _ = _generate(client, "ci-upload", scopes=["workspaces:write"], rate_limit="500000")
+    record = auth.services.keys.lookup(KEY_RE.search(response.get_data(as_text=True)).group(0))
+    assert (record["scopes"], record["rate_limit"]) == (["workspaces:write"], 500000)
+
+
+# -- rotation -------------------------------------------------------------------------------------------------
+def _rotate(client, key_id: str, grace: str = "86400", page: str | None = None):
+    html = page or client.get("/account/security").get_data(as_text=True)
+    data = {"csrf_token": csrf_from(html), "nonce": NONCE_RE.search(html).group(1), "key_id": key_id}
+    if grace is not None:
+        data["grace_seconds"] = grace
+    return client.post("/account/security/rotate", data=data), data
+
+
+def test_rotating_shows_the_new_secret_once_and_the_row_shows_the_grace(app, client, alice, workspaces):
+    (workspaces / "shop").mkdir()
+    old = alice.services.keys.create("alice", "deploy", 30)
+    before = alice.services.keys.get(old.record["id"])
+    page = client.get("/account/security").get_data(as_text=True)
+    assert "Rotate key deploy" in page
+
+    response, data = _rotate(client, old.record["id"], "3600", page=page)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    keys = KEY_RE.findall(response.get_data(as_text=True))
+    assert len(keys) == 1 and keys[0] != old.key
+    new_key = keys[0]
+    text = _text(response)
+    assert "New secret for “deploy”" in text
+    assert "Copy it now: you won't see it again." in text
+
+    record = alice.services.keys.get(old.record["id"])
+    assert alice.services.keys.lookup(new_key)["id"] == old.record["id"]
+    assert record["expires_at"] == before["expires_at"]  # the key's own expiry does not move
+    assert parse_iso(record["previous_expires_at"]) - utcnow() == pytest.approx(
+        timedelta(hours=1), abs=timedelta(seconds=5)
+    )
+    assert f'The previous secret keeps working until <time datetime="{record["previous_expires_at"]}"' in text
+    assert _whoami_status(app, new_key) == 200
+    assert _whoami_status(app, old.key) == 200  # within the grace
+
+    later = client.get("/account/security").get_data(as_text=True)
+    assert new_key not in later and old.key not in later
+    assert record["prefix"] in later
+    assert re.search(
+        rf'<p class="grace">previous secret valid until <time datetime="{record["previous_expires_at"]}"', later
+    )
+
+    # The same form again (a reload or the back button) does not rotate again, which would end the grace.
+    again = client.post("/account/security/rotate", data=data)
+    assert (again.status_code, again.headers["Location"]) == (303, "/account/security")
+    assert alice.services.keys.get(old.record["id"])["digest"] == record["digest"]
+    assert alice.services.keys.get(old.record["id"])["previous_expires_at"] == record["previous_expires_at"]
+    assert "already rotated" in client.get("/account/security").get_data(as_text=True)
+    assert _whoami_status(app, old.key) == 200
+
+
+def test_rotating_without_a_grace_ends_the_old_secret_at_once(app, client, alice):
+    old = alice.services.keys.create("alice", "deploy")
+    response, _ = _rotate(client, old.record["id"], "0")
+    new_key = KEY_RE.search(response.get_data(as_text=True)).group(0)
+    assert "The previous secret no longer works." in _text(response)
+    assert _whoami_status(app, old.key) == 401
+    assert _whoami_status(app, new_key) == 200
+    assert 'class="grace"' not in client.get("/account/security").get_data(as_text=True)
+
+
+def test_rotation_keeps_the_limits(client, alice, workspaces):
+    (workspaces / "shop").mkdir()
+    response, _ = _generate(
+        client, "ci", scopes=["ask"], workspace_access="chosen", workspaces=["shop"], rate_limit="7"
+    )
+    key = KEY_RE.search(response.get_data(as_text=True)).group(0)
+    record = alice.services.keys.lookup(key)
+    rotated, _ = _rotate(client, record["id"])
+    new = alice.services.keys.lookup(KEY_RE.search(rotated.get_data(as_text=True)).group(0))
+    limits = ("id", "name", "scopes", "workspaces", "rate_limit", "allowed_ips")
+    assert {n: new[n] for n in limits} == {n: record[n] for n in limits}
+
+
+def test_the_grace_is_a_day_unless_chosen(client, alice):
+    old = alice.services.keys.create("alice", "deploy")
+    page = client.get("/account/security").get_data(as_text=True)
+    assert '<option value="86400" selected>1 day</option>' in page
+    _rotate(client, old.record["id"], None, page=page)
+    until = parse_iso(alice.services.keys.get(old.record["id"])["previous_expires_at"])
+    assert until - utcnow() == pytest.approx(timedelta(days=1), abs=timedelta(seconds=5))
+
+
+@pytest.mark.parametrize("grace", ["5", "-1", "604801", "", "1 day"])
+def test_a_grace_not_offered_is_refused_and_changes_nothing(client, alice, grace):
+    old = alice.services.keys.create("alice", "deploy")
+    before = alice.services.keys.get(old.record["id"])
+    response, _ = _rotate(client, old.record["id"], grace)
+    assert response.status_code == 400
+    assert not KEY_RE.search(response.get_data(as_text=True))
+    assert alice.services.keys.get(old.record["id"]) == before
+
+
+def test_rotating_needs_the_csrf_token(client, alice):
+    old = alice.services.keys.create("alice", "deploy")
+    before = alice.services.keys.get(old.record["id"])
+    response = client.post("/account/security/rotate", data={"key_id": old.record["id"], "grace_seconds": "0"})
+    assert response.status_code == 400
+    assert alice.services.keys.get(old.record["id"]) == before
+
+
+def test_a_member_cannot_rotate_anothers_key(app, client, alice):
+    alice.create_user("bob")
+    theirs = alice.services.keys.create("bob", "bobs-key")
+    before = alice.services.keys.get(theirs.record["id"])
+    response, _ = _rotate(client, theirs.record["id"], "0")
+    assert (response.status_code, response.headers["Location"]) == (303, "/account/security")
+    assert "That key does not exist." in client.get("/account/security").get_data(as_text=True)
+    assert alice.services.keys.get(theirs.record["id"]) == before
+    assert _whoami_status(app, theirs.key) == 200
+
+
+def test_a_revoked_key_cannot_be_rotated(client, alice):
+    old = alice.services.keys.create("alice", "deploy")
+    alice.services.keys.revoke(old.record["id"])
+    page = client.get("/account/security").get_data(as_text=True)
+    assert "Rotate key deploy" not in page  # no button for it
+    before = alice.services.keys.get(old.record["id"])
+    response, _ = _rotate(client, old.record["id"], page=page)
+    assert response.status_code == 303
+    assert "Only an active key can be rotated" in client.get("/account/security").get_data(as_text=True)
+    assert alice.services.keys.get(old.record["id"]) == before
+
+
+def test_an_admin_rotates_anyones_key(app, client, auth):
+    auth.create_user("root", admin=True)
+    auth.create_user("bob")
+    theirs = auth.services.keys.create("bob", "bobs-key")
+    auth.login("root")
+    assert "Rotate key bobs-key" in client.get("/account/security").get_data(as_text=True)
+    response, _ = _rotate(client, theirs.record["id"], "0")
+    new_key = KEY_RE.search(response.get_data(as_text=True)).group(0)
+    assert _whoami_status(app, theirs.key) == 401
+    assert app.test_client().get("/api/whoami", headers={"x-api-key": new_key}).get_json()["user"] == "bob"

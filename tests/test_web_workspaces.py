@@ -102,16 +102,16 @@ def test_the_dashboard_offers_replace_and_delete_to_admins_only(app, client, aut
 
 
 # -- the API ---------------------------------------------------------------------------------------------------
-REFUSED = {"error": "Deleting a workspace needs an admin session or the admin key"}
+REFUSED = {"error": "Deleting a workspace needs an admin session, the admin key or a key with workspaces:write"}
 
 
 @pytest.mark.parametrize("role", ["member", "admin"])
-def test_dashboard_keys_cannot_delete_a_workspace(app, client, auth, workspaces, role):
+def test_dashboard_keys_without_workspaces_write_cannot_delete_a_workspace(app, client, auth, workspaces, role):
     auth.create_user("someone", admin=role == "admin")
-    key = auth.new_key("someone")
+    key = auth.new_key("someone")  # the default scopes: ask, workspaces:read
     _existing(workspaces)
     response = client.delete("/api/workspaces/shop", headers={"x-api-key": key})
-    assert (response.status_code, response.get_json()) == (403, REFUSED)
+    assert (response.status_code, response.get_json()) == (403, {"error": "This key lacks the workspaces:write scope"})
     assert (workspaces / "shop" / "app.py").read_text() == "OLD = 1\n"
 
 

@@ -16,7 +16,22 @@ from app.audit import LIMIT_MAX as AUDIT_LIMIT_MAX
 from app.audit import TARGET_TYPES as AUDIT_TARGETS
 from app.errors import MESSAGES
 from app.extensions import limiter
-from app.inputs import KEY_EXPIRY_DAYS, KEY_NAME_MAX, QUESTION_MAX, TOP_K_DEFAULT, TOP_K_MAX, TOP_K_MIN, WORKSPACE_ID_RE
+from app.inputs import (
+    DEFAULT_KEY_SCOPES,
+    KEY_ALLOWED_IPS_MAX,
+    KEY_EXPIRY_DAYS,
+    KEY_NAME_MAX,
+    KEY_RATE_LIMIT_ADMIN_MAX,
+    KEY_SCOPES,
+    KEY_WORKSPACES_MAX,
+    QUESTION_MAX,
+    ROTATE_GRACE_DEFAULT,
+    ROTATE_GRACE_MAX,
+    TOP_K_DEFAULT,
+    TOP_K_MAX,
+    TOP_K_MIN,
+    WORKSPACE_ID_RE,
+)
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
@@ -48,12 +63,70 @@ def _object(properties: dict, required: tuple[str, ...] | None = None, **extra) 
 
 
 # -- schemas ----------------------------------------------------------------------------------------------
+KEY_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": KEY_NAME_MAX,
+    "description": "Plain text: no lone surrogates, bidi controls, zero-width or control characters.",
+}
+# A key's limits, as requests send them and every answer shows them (app/keys/limits.py checks them).
+KEY_LIMITS = {
+    "scopes": {
+        "type": "array",
+        "items": {"enum": list(KEY_SCOPES)},
+        "minItems": 1,
+        "description": "What the key may do: `ask` (POST /api/ask), `workspaces:read` (GET /api/workspaces), "
+        "`workspaces:write` (replace and delete workspaces; only admins may give it). Default "
+        f"{list(DEFAULT_KEY_SCOPES)}.",
+    },
+    "workspaces": {
+        "type": ["array", "null"],
+        "items": {"type": "string", "pattern": WORKSPACE_ID_RE.pattern},
+        "minItems": 1,
+        "maxItems": KEY_WORKSPACES_MAX,
+        "description": "The existing workspaces the key may use; null (the default) for all, future ones included.",
+    },
+    "rate_limit": {
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "maximum": KEY_RATE_LIMIT_ADMIN_MAX,
+        "description": "The key's own hourly limit: 1 to API_RATE_LIMIT (admins up to "
+        f"{KEY_RATE_LIMIT_ADMIN_MAX}); null (the default) for API_RATE_LIMIT.",
+    },
+    "allowed_ips": {
+        "type": ["array", "null"],
+        "items": {"type": "string", "examples": ["10.0.0.0/8"]},
+        "minItems": 1,
+        "maxItems": KEY_ALLOWED_IPS_MAX,
+        "description": "Addresses and CIDR ranges (IPv4, IPv6) the key may be used from, checked in addition to "
+        "ALLOWED_IPS; null (the default) for any. Answers show them normalised (`10.0.0.0/8`, `203.0.113.7/32`).",
+    },
+}
 KEY_SUMMARY = {
     "id": {"type": "string", "examples": ["key_0123456789abcdef"]},
     "name": {"type": "string"},
     "prefix": {"type": "string", "description": "The first characters of the key: enough to recognise it."},
     "created_at": TIMESTAMP,
     "expires_at": NULLABLE_TIMESTAMP,
+    **KEY_LIMITS,
+}
+KEY_VIEW = {
+    "id": {"type": "string"},
+    "name": {"type": "string"},
+    "owner": {"type": "string"},
+    "prefix": {"type": "string"},
+    "created_at": TIMESTAMP,
+    "expires_at": NULLABLE_TIMESTAMP,
+    "revoked_at": NULLABLE_TIMESTAMP,
+    "last_used_at": NULLABLE_TIMESTAMP,
+    **KEY_LIMITS,
+    "previous_expires_at": {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "While the secret a rotation replaced still works: when it stops. Else null.",
+    },
+    "status": {"type": "string", "enum": ["active", "expired", "revoked"]},
+    "is_active": {"type": "boolean", "description": 'status == "active"'},
 }
 SCHEMAS = {
     "Error": _object(
@@ -158,29 +231,20 @@ SCHEMAS = {
         required=("id", "file_count", "size_bytes", "last_indexed", "state"),
     ),
     "WorkspaceList": _object({"workspaces": {"type": "array", "items": _ref("schemas", "Workspace")}}),
-    "Key": _object(
+    "WorkspacePut": _object(
         {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "owner": {"type": "string"},
-            "prefix": {"type": "string"},
-            "created_at": TIMESTAMP,
-            "expires_at": NULLABLE_TIMESTAMP,
-            "revoked_at": NULLABLE_TIMESTAMP,
-            "last_used_at": NULLABLE_TIMESTAMP,
-            "status": {"type": "string", "enum": ["active", "expired", "revoked"]},
+            "id": {"type": "string", "pattern": WORKSPACE_ID_RE.pattern},
+            "file_count": {"type": "integer", "minimum": 1},
+            "size_bytes": {"type": "integer", "minimum": 0, "description": "The unpacked files' bytes."},
         },
-        description="A key as listings show it: never the key itself, never its digest.",
+        additionalProperties=False,
+        description="What a PUT installed. Its index is built in the background, as after a dashboard upload.",
     ),
+    "Key": _object(KEY_VIEW, description="A key as listings show it: never the key itself, never its digest."),
     "KeyList": _object({"keys": {"type": "array", "items": _ref("schemas", "Key")}}),
     "NewKeyRequest": _object(
         {
-            "name": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": KEY_NAME_MAX,
-                "description": "Plain text: no lone surrogates, bidi controls, zero-width or control characters.",
-            },
+            "name": KEY_NAME,
             "expires_in_days": {
                 "enum": list(KEY_EXPIRY_DAYS),
                 "default": None,
@@ -190,9 +254,14 @@ SCHEMAS = {
                 "type": ["string", "null"],
                 "description": "Admins only: whose key this is. Required with the admin key, which belongs to no user.",
             },
+            **KEY_LIMITS,
         },
         required=("name",),
-        examples=[{"name": "ci-pipeline", "expires_in_days": 90}],
+        additionalProperties=False,
+        examples=[
+            {"name": "ci-pipeline", "expires_in_days": 90},
+            {"name": "docs-bot", "scopes": ["ask"], "workspaces": ["demo"], "rate_limit": 50},
+        ],
     ),
     "NewKey": _object(
         {
@@ -205,9 +274,43 @@ SCHEMAS = {
         },
     ),
     "KeyUpdate": _object(
-        {"active": {"type": "boolean", "description": "false revokes the key; true is accepted for an active key."}},
+        {
+            "name": KEY_NAME,
+            **KEY_LIMITS,
+            "active": {"type": "boolean", "description": "false revokes the key; true is accepted for an active key."},
+            "is_active": {"type": "boolean", "description": "The same as `active` (the name other key APIs use)."},
+        },
+        required=(),
         additionalProperties=False,
-        examples=[{"active": False}],
+        minProperties=1,
+        description="Any of the fields; a field left out is left as it is. Unknown fields are a 400 naming them.",
+        examples=[{"active": False}, {"is_active": False}, {"name": "ci", "scopes": ["ask"], "rate_limit": 10}],
+    ),
+    "RotateRequest": _object(
+        {
+            "grace_seconds": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": ROTATE_GRACE_MAX,
+                "default": ROTATE_GRACE_DEFAULT,
+                "description": "How long the old secret keeps working (never past the key's own expiry); 0 ends it "
+                "at once. A grace still running from an earlier rotation ends now.",
+            }
+        },
+        required=(),
+        additionalProperties=False,
+        examples=[{"grace_seconds": 3600}],
+    ),
+    "RotatedKey": _object(
+        {
+            **KEY_VIEW,
+            "key": {
+                "type": "string",
+                "pattern": "^agk_[0-9A-Za-z]{40,}$",
+                "description": "The new key. Shown in this response only: store it now.",
+            },
+        },
+        description="The key with its new secret: same id, name, limits and expiry.",
     ),
 }
 _NULLABLE_TEXT = {"type": ["string", "null"]}
@@ -255,10 +358,15 @@ _ERROR_WHEN = {
         "or (session callers) a missing CSRF token."
     ),
     401: "No credentials (`API key required`) or wrong, expired or revoked ones (`Invalid API key`).",
-    403: "A key request from an address outside ALLOWED_IPS, or a caller not allowed to do this.",
+    403: (
+        "A key request from an address outside ALLOWED_IPS, a dashboard key outside its own allowed_ips, scopes "
+        "or workspaces, or a caller not allowed to do this."
+    ),
+    409: "The resource is not in a state that allows this (rotating a revoked or expired key).",
     404: "No such resource, or one that belongs to another user.",
     405: "The path exists but not for this method; `Allow` lists the methods it takes.",
     413: "The request body is larger than API_MAX_JSON_BYTES (default 65536); it is refused unread.",
+    415: 'Not an archive: send application/zip, application/gzip, or multipart/form-data with the field "archive".',
     429: (
         "Over API_RATE_LIMIT for this client (or USER_RATE_LIMIT for its user), too many failed attempts "
         "from this address, or (creating a key) over KEY_CREATE_LIMIT for the key's owner."
@@ -329,6 +437,7 @@ def _operation(
     security: list[dict] | None = None,
     description: str | None = None,
     operation_id: str | None = None,
+    body_required: bool = True,
 ) -> dict:
     status, success = ok
     op: dict = {"summary": summary, "operationId": operation_id, "responses": {status: success}}
@@ -337,7 +446,7 @@ def _operation(
     if parameters:
         op["parameters"] = parameters
     if body:
-        op["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref("schemas", body)}}}
+        op["requestBody"] = {"required": body_required, "content": {JSON: {"schema": _ref("schemas", body)}}}
     for code in sorted(set(errors) | (set(GUARD) if security is None else set())):
         op["responses"][code] = _ref("responses", code)
     if security is not None:
@@ -367,6 +476,42 @@ def _ask_unavailable() -> dict:
     return response
 
 
+def _put_workspace() -> dict:
+    """PUT /api/workspaces/{id}: an archive body, not JSON, up to MAX_CONTENT_LENGTH."""
+    put = _operation(
+        "Create or replace a workspace from a .zip or .tar.gz archive",
+        ("200", _json_body(_ref("schemas", "WorkspacePut"), "Replaced: asks now answer from the new files.")),
+        errors=("400", "415", "507"),
+        parameters=[
+            {**WORKSPACE_ID, "description": "The workspace to create or replace.", "schema": {"type": "string"}},
+            CSRF_HEADER,
+        ],
+        description='For CI: `curl -X PUT -H "x-api-key: $KEY" -H "Content-Type: application/gzip" '
+        "--data-binary @src.tar.gz …/api/workspaces/my-project`. The admin key, an admin session (with "
+        "X-CSRFToken), or a dashboard key with the `workspaces:write` scope; 403 otherwise. The archive passes the "
+        "dashboard upload's checks (no links, no paths outside the folder, the file and size limits): a refused "
+        "one is a 400 saying why and changes nothing. A replacement is atomic: asks already running finish on the "
+        "old files, and no half-unpacked folder is ever visible.",
+        operation_id="putWorkspace",
+    )
+    put["responses"]["201"] = _json_body(_ref("schemas", "WorkspacePut"), "Created.", _RATE_HEADERS)
+    put["responses"]["200"]["headers"] = dict(_RATE_HEADERS)
+    put["responses"]["413"] = _json_body(
+        _ref("schemas", "Error"),
+        "The archive is larger than MAX_CONTENT_LENGTH (the dashboard upload's limit, default 50 MiB).",
+    )
+    binary = {"type": "string", "format": "binary"}
+    put["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/zip": {"schema": binary},
+            "application/gzip": {"schema": {**binary, "description": "A .tar.gz archive."}},
+            "multipart/form-data": {"schema": _object({"archive": binary})},
+        },
+    }
+    return put
+
+
 def build_document() -> dict:
     """The OpenAPI 3.1 document for every route under /api."""
     ask_ok = _json_body(_ref("schemas", "AskResult"), "The answer and the code it is based on.", _RATE_HEADERS)
@@ -390,6 +535,8 @@ def build_document() -> dict:
     ask["responses"]["503"] = _ask_unavailable()
     new_key = _json_body(_ref("schemas", "NewKey"), "The new key, shown this once.", _RATE_HEADERS)
     new_key["headers"]["Cache-Control"] = {"required": True, "schema": {"type": "string", "const": "no-store"}}
+    rotated = _json_body(_ref("schemas", "RotatedKey"), "The key's new secret, shown this once.", _RATE_HEADERS)
+    rotated["headers"]["Cache-Control"] = dict(new_key["headers"]["Cache-Control"])
     key_writes = ("400", "404", "413", "507")
     paths = {
         "/api/health": {
@@ -416,14 +563,16 @@ def build_document() -> dict:
             "get": _operation("List the workspaces", _ok("WorkspaceList"), operation_id="listWorkspaces"),
         },
         "/api/workspaces/{workspace_id}": {
+            "put": _put_workspace(),
             "delete": _operation(
                 "Delete a workspace and its index",
                 ("204", {"description": "Deleted.", "headers": _RATE_HEADERS}),
                 errors=("400", "404", "413"),
                 parameters=[WORKSPACE_ID, CSRF_HEADER],
-                description="An admin session or the admin key only (403 otherwise).",
+                description="An admin session, the admin key, or an admin's dashboard key with the "
+                "`workspaces:write` scope only (403 otherwise).",
                 operation_id="deleteWorkspace",
-            )
+            ),
         },
         "/api/keys": {
             "get": _operation(
@@ -440,20 +589,25 @@ def build_document() -> dict:
                 parameters=[CSRF_HEADER],
                 description=(
                     "Session or admin key only (403 otherwise), so a leaked key cannot mint more keys. "
-                    "At most KEY_CREATE_LIMIT (default 20/hour) new keys per owner: 429 with the wait beyond it."
+                    "At most KEY_CREATE_LIMIT (default 20/hour) new keys per owner: 429 with the wait beyond it. "
+                    "The limits (`scopes`, `workspaces`, `rate_limit`, `allowed_ips`) default to today's behaviour; "
+                    "only admins may give `workspaces:write` (403 `Only admins can give a key workspaces:write`). "
+                    "A bad value is a 400 naming the field."
                 ),
                 operation_id="createKey",
             ),
         },
         "/api/keys/{key_id}": {
             "patch": _operation(
-                "Revoke an API key",
+                "Rename an API key, change its limits, or revoke it",
                 _ok("Key"),
                 errors=key_writes,
                 body="KeyUpdate",
                 parameters=[KEY_ID, CSRF_HEADER],
-                description='Send {"active": false}. Other users\' keys are 404 unless you are an admin.',
-                operation_id="revokeKey",
+                description='`{"active": false}` or `{"is_active": false}` revokes the key; `name`, `scopes`, '
+                "`workspaces`, `rate_limit` and `allowed_ips` change it, by the rules of POST /api/keys. Other "
+                "users' keys are 404 unless you are an admin.",
+                operation_id="updateKey",
             ),
             "delete": _operation(
                 "Delete an API key",
@@ -463,6 +617,21 @@ def build_document() -> dict:
                 description="Other users' keys are 404 unless you are an admin.",
                 operation_id="deleteKey",
             ),
+        },
+        "/api/keys/{key_id}/rotate": {
+            "post": _operation(
+                "Give an API key a new secret",
+                ("201", rotated),
+                errors=(*key_writes, "409"),
+                body="RotateRequest",
+                body_required=False,
+                parameters=[KEY_ID, CSRF_HEADER],
+                description="Same id, name, limits and expiry; the new key is in this response only. The old "
+                "secret keeps working until `previous_expires_at` (`grace_seconds`, default "
+                f"{ROTATE_GRACE_DEFAULT}), then is refused with 401. 409 `Only an active key can be rotated` for "
+                "a revoked or expired key. Whoever may revoke the key may rotate it.",
+                operation_id="rotateKey",
+            )
         },
     }
     paths["/api/audit"] = {

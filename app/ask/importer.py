@@ -122,7 +122,8 @@ def import_workspace(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return {"id": workspace_id, "file_count": budget.files, "size_bytes": budget.written}
+    # The files' bytes, as GET /api/workspaces counts them: a tar's header blocks are not the workspace's size.
+    return {"id": workspace_id, "file_count": budget.files, "size_bytes": budget.written - budget.header_bytes}
 
 
 def _install(root: Path, workspace_id: str, staging: Path, replace: bool) -> None:

@@ -44,6 +44,7 @@ class Budget:
     def __init__(self, max_bytes: int, max_files: int) -> None:
         self.max_bytes, self.max_files = max_bytes, max_files
         self.files = self.dirs = self.declared = self.written = 0
+        self.header_bytes = 0  # of ``written``: tar headers, counted against the limit but not the files' size
 
     def add_dir(self) -> None:
         self.dirs += 1
@@ -63,6 +64,7 @@ class Budget:
     def add_header(self, size: int) -> None:
         # Header blocks (and long-name or PAX headers) are read into memory too, so they count like file data.
         self.written += size
+        self.header_bytes += size
         if self.written > self.max_bytes:
             raise ImportRefused(f"The import unpacks to more than {human(self.max_bytes)} (the limit)")
 

@@ -9,6 +9,7 @@ import time
 
 from flask import Blueprint, Response, g, request
 
+from app.auth import keyrules
 from app.auth.principal import AuthFailure, current_principal
 from app.errors import json_error
 from app.extensions import csrf, limiter
@@ -21,7 +22,8 @@ access_log = logging.getLogger("askgate.access")
 
 
 def guard_api() -> Response | None:
-    """Resolve the caller, enforce CSRF for sessions, then count the request against its hourly limits.
+    """Resolve the caller, enforce CSRF for sessions and a dashboard key's own rules (app/auth/keyrules.py),
+    then count the request against its hourly limits.
 
     CSRF comes first: a forged request another page makes a browser send must not spend its user's hour.
     """
@@ -33,7 +35,14 @@ def guard_api() -> Response | None:
         return json_error(failure.status, failure.message, failure.headers)
     if principal.auth_method == "session" and request.method not in SAFE_METHODS:
         csrf.protect()  # a session rides on a cookie a browser sends by itself; keys need no token
-    verdict = services().limits.hit(principal.bucket, principal.user_bucket)
+    rate_limit = None
+    if principal.rules is not None:  # a dashboard key: its own addresses, scopes, workspaces and hourly limit
+        refused = keyrules.refusal(principal.rules, request)
+        if refused is not None:
+            g.auth_outcome = refused[0]
+            return json_error(403, refused[1])
+        rate_limit = principal.rules.rate_limit
+    verdict = services().limits.hit(principal.bucket, principal.user_bucket, rate_limit)
     g.limit_headers = verdict.headers
     if not verdict.allowed:
         return json_error(429, "Rate limit exceeded")
@@ -58,7 +67,9 @@ def finish_api(response: Response) -> Response:
         "method": request.method,
         "path": request.path,
         "status": status,
-        "outcome": ("rate_limited" if status == 429 else "ok") if principal else result.outcome,
+        "outcome": (g.get("auth_outcome") or ("rate_limited" if status == 429 else "ok"))
+        if principal
+        else result.outcome,
         "auth_method": principal.auth_method if principal else None,
         "user": principal.user if principal else None,
         "key_id": key["id"] if key else None,

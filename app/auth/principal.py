@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from flask import Request, g, request
 from flask_login import current_user
 
+from app.auth.keyrules import KeyRules, rules_for
 from app.documents.sharedfile import StoreUnavailable, StoreWriteError
 from app.keys.format import is_well_formed
-from app.keys.store import key_status, parse_iso, public_view
+from app.keys.limits import LIMIT_FIELDS
+from app.keys.store import key_status, parse_iso
 from app.services import services
 
 log = logging.getLogger("askgate.auth")
 
+WHOAMI_KEY_FIELDS = ("id", "name", "prefix", "created_at", "expires_at", *LIMIT_FIELDS)
 MAX_KEY_HEADER = 512
 HTTP_WHITESPACE = " \t"
 
@@ -31,6 +34,7 @@ class Principal:
     key: dict | None  # the key record for dashboard keys (never the raw key)
     bucket: str  # the rate-limit bucket: one per key, per env key, per session user
     user_bucket: str | None = None  # USER_RATE_LIMIT's bucket: all of one user's keys and sessions together
+    rules: KeyRules | None = None  # a dashboard key's own limits, parsed once with the principal
 
     @property
     def is_admin(self) -> bool:
@@ -38,9 +42,8 @@ class Principal:
 
     def whoami(self) -> dict:
         key = None
-        if self.key:
-            view = public_view(self.key)
-            key = {name: view[name] for name in ("id", "name", "prefix", "created_at", "expires_at")}
+        if self.key:  # fields shown as stored: none of them is a secret
+            key = {name: self.key[name] for name in WHOAMI_KEY_FIELDS}
         return {"auth_method": self.auth_method, "user": self.user, "role": self.role, "key": key}
 
 
@@ -154,7 +157,13 @@ def _dashboard_principal(record: dict, ip: str) -> Principal | AuthFailure:
         if owner is None or owner.disabled:
             return _failure(ip, "owner_disabled")
         principal = Principal(
-            "dashboard_key", owner.username, owner.role, record, f"key:{record['id']}", f"user:{owner.id}"
+            "dashboard_key",
+            owner.username,
+            owner.role,
+            record,
+            f"key:{record['id']}",
+            f"user:{owner.id}",
+            rules_for(record),
         )
         expires = parse_iso(record["expires_at"])
         if len(principals) > 100_000:

@@ -1,25 +1,31 @@
-"""Account Security: generate and revoke API keys, change the password."""
+"""Account Security: generate (with limits), rotate and revoke API keys, change the password."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 
 from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user
+from wtforms import SelectChoice
 
 from app import accounts
 from app.accounts import AccountRefused
+from app.ask.workspaces import workspace_states
+from app.inputs import KEY_RATE_LIMIT_ADMIN_MAX
 from app.keys.store import KeyRequestError, key_status, public_view
 from app.ratelimits import LimitReached
 from app.services import services
 from app.users.store import UserError
-from app.web.forms import ChangePasswordForm, NewKeyForm, RevokeKeyForm
+from app.web.forms import ChangePasswordForm, NewKeyForm, RevokeKeyForm, RotateKeyForm
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
 # Remembers which generate-form was already used, so a resubmitted page cannot mint a second key.
 FORM_NONCE = "key_form_nonce"
+# The same for the rotate forms: a resubmitted rotation would end the grace of the secret it just replaced.
+ROTATE_NONCE = "rotate_form_nonce"
 KEYS_PER_PAGE = 25
 
 
@@ -59,7 +65,11 @@ def _page_of(records: list[dict], param: str) -> KeyPage:
     return KeyPage(views, number, pages, len(records), active, link(number - 1), link(number + 1))
 
 
-def _render(new_key: str | None = None, new_record: dict | None = None, **forms):
+def _workspace_ids() -> list[str]:
+    return [w["id"] for w in workspace_states(services().config.workspaces_dir)]
+
+
+def _render(new_key: str | None = None, new_record: dict | None = None, rotated: bool = False, **forms):
     keys = services().keys
     own = _page_of(keys.list(current_user.username), "page")
     others = (
@@ -70,17 +80,67 @@ def _render(new_key: str | None = None, new_record: dict | None = None, **forms)
     nonce = secrets.token_urlsafe(16)
     # After a key is made, an empty form: the posted name must not linger in the box.
     key_form = forms.get("key_form") or (NewKeyForm(formdata=None) if new_key else NewKeyForm())
+    key_form.workspaces.choices = [SelectChoice(w, w) for w in _workspace_ids()]
     return render_template(
         "account_security.html",
         key_form=key_form,
         password_form=forms.get("password_form") or ChangePasswordForm(),
         revoke_form=RevokeKeyForm(),
+        rotate_form=RotateKeyForm(formdata=None),
+        instance_rate_limit=services().config.api_rate_limit,
+        rate_limit_max=KEY_RATE_LIMIT_ADMIN_MAX if current_user.is_admin else services().config.api_rate_limit,
         own_keys=own,
         other_keys=others,
         nonce=nonce,
         new_key=new_key,
         new_record=new_record,
+        rotated=rotated,
     )
+
+
+class _FormProblem(ValueError):
+    """What the page itself refuses before asking accounts, with the field to show it on."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _limits_from(form: NewKeyForm) -> dict | None:
+    """The form's limits in the API's shape. Values go to accounts as typed, so it judges them with the messages
+    the API gives; empty fields are the defaults (null). None (every default) for a post without the limits
+    fieldsets, as scripts that drive the page sent before keys had limits: there, no box ticked is no choice."""
+    if request.form.get("with_limits") != "1":
+        return None
+    if form.workspace_access.data == "chosen":
+        workspaces: list[str] | None = list(form.workspaces.data or [])
+    elif form.workspaces.data:
+        raise _FormProblem(
+            "workspace_access", "You ticked workspaces but chose “All workspaces”: choose “Only these” or untick them."
+        )
+    else:
+        workspaces = None
+    rate = form.rate_limit.data or ""
+    addresses = [a for a in re.split(r"[\s,]+", form.allowed_ips.data or "") if a]
+    return {
+        "scopes": list(form.scopes.data or []),
+        "workspaces": workspaces,
+        "rate_limit": None if not rate else int(rate) if re.fullmatch(r"[+-]?[0-9]+", rate) else rate,
+        "allowed_ips": addresses or None,
+    }
+
+
+def _field_for(message: str) -> str:
+    """The form field a refusal from accounts is about (its messages name the API's field)."""
+    lowered = message.lower()
+    if "scope" in lowered or "workspaces:write" in lowered:
+        return "scopes"
+    for name in ("rate_limit", "allowed_ips"):
+        if name in lowered:
+            return name
+    if "workspace" in lowered:
+        return "workspace_access"
+    return "expiry" if "expires" in lowered else "name"
 
 
 @bp.route("/security", methods=["GET", "POST"])
@@ -95,11 +155,15 @@ def security():
         return redirect(url_for("account.security"), 303)
     expiry = None if form.expiry.data == "never" else int(form.expiry.data)
     try:
+        limits = _limits_from(form)
         new = accounts.create_key_for(
-            accounts.Actor.signed_in(current_user, request.remote_addr), None, form.name.data, expiry
+            accounts.Actor.signed_in(current_user, request.remote_addr), None, form.name.data, expiry, limits=limits
         )
+    except _FormProblem as exc:
+        form[exc.field].errors.append(str(exc))
+        return _render(key_form=form)
     except (KeyRequestError, AccountRefused) as exc:
-        form.name.errors.append(str(exc))
+        form[_field_for(str(exc))].errors.append(str(exc))
         return _render(key_form=form)
     except LimitReached as exc:
         form.name.errors.append(str(exc))
@@ -123,6 +187,33 @@ def revoke():
     else:
         flash(f"Key “{record['name']}” ({record['prefix']}…) is revoked. Requests with it now get 401.", "success")
     return redirect(url_for("account.security"), 303)
+
+
+@bp.route("/security/rotate", methods=["GET", "POST"])
+@login_required
+def rotate():
+    """A new secret for a key (same id, name and limits), shown once; the old one works for the chosen grace."""
+    if request.method == "GET":  # the address of a page that showed a new secret, reloaded: the page itself
+        return redirect(url_for("account.security"), 303)
+    form = RotateKeyForm()
+    if not form.validate_on_submit():
+        abort(400)
+    nonce = request.form.get("nonce", "")
+    if nonce and session.get(ROTATE_NONCE) == nonce:
+        flash("That key was already rotated; its new secret was shown once and cannot be shown again.", "info")
+        return redirect(url_for("account.security"), 303)
+    try:
+        new = accounts.rotate_key(
+            accounts.Actor.signed_in(current_user, request.remote_addr), form.key_id.data, int(form.grace_seconds.data)
+        )
+    except AccountRefused as exc:
+        flash("That key does not exist." if exc.status == 404 else str(exc), "error")
+        return redirect(url_for("account.security"), 303)
+    except (KeyRequestError, LimitReached) as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("account.security"), 303)
+    session[ROTATE_NONCE] = nonce
+    return _render(new_key=new.key, new_record=public_view(new.record), rotated=True)
 
 
 @bp.post("/password")

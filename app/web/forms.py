@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import BooleanField, HiddenField, PasswordField, SelectChoice, SelectField, StringField
+from wtforms import (
+    BooleanField,
+    HiddenField,
+    PasswordField,
+    RadioField,
+    SelectChoice,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, EqualTo, Length
+from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.inputs import (
+    DEFAULT_KEY_SCOPES,
     KEY_EXPIRY_DAYS,
     KEY_NAME_MAX,
+    KEY_SCOPES,
     PASSWORD_MAX,
     PASSWORD_MIN,
+    ROTATE_GRACE_DEFAULT,
     USERNAME_MAX,
     WORKSPACE_ID_MAX,
     stripped,
@@ -35,9 +49,53 @@ class SetupForm(FlaskForm):
     confirm = PasswordField("Repeat password", validators=[EqualTo("password", "The passwords do not match")])
 
 
+# What a key may do, as the page words it; the values are the API's scope names.
+SCOPE_LABELS = {
+    "ask": "Ask questions",
+    "workspaces:read": "List workspaces",
+    "workspaces:write": "Upload and replace workspaces",
+}
+# The grace of a rotation: how long the previous secret keeps working. One day unless chosen otherwise.
+GRACE_OPTIONS = [
+    SelectChoice("0", "None: the old secret stops now"),
+    SelectChoice("3600", "1 hour"),
+    SelectChoice("86400", "1 day"),
+    SelectChoice("604800", "7 days"),
+]
+
+
+class CheckboxesField(SelectMultipleField):
+    """A list of checkboxes. Any value passes the form: the domain rules (accounts) judge it and say why."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, validate_choice=False, **kwargs)
+
+
 class NewKeyForm(FlaskForm):
     name = StringField("Key name", filters=[stripped], validators=[DataRequired(), Length(max=KEY_NAME_MAX)])
     expiry = SelectField("Expires", choices=EXPIRY_OPTIONS, default="never")
+    scopes = CheckboxesField(
+        "What it may do",
+        choices=[SelectChoice(s, SCOPE_LABELS[s]) for s in KEY_SCOPES],
+        default=list(DEFAULT_KEY_SCOPES),
+    )
+    workspace_access = RadioField(
+        "Workspaces",
+        choices=[SelectChoice("all", "All workspaces, including future ones"), SelectChoice("chosen", "Only these:")],
+        default="all",
+        validate_choice=False,
+    )
+    workspaces = CheckboxesField("Chosen workspaces", choices=[])
+    rate_limit = StringField("Requests per hour", filters=[stripped])
+    allowed_ips = TextAreaField("Allowed addresses", filters=[stripped])
+
+
+class RotateKeyForm(FlaskForm):
+    key_id = HiddenField(validators=[DataRequired()])
+    grace_seconds = SelectField("Old secret works for", choices=GRACE_OPTIONS, default=str(ROTATE_GRACE_DEFAULT))
 
 
 class RevokeKeyForm(FlaskForm):

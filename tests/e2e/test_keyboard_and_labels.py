@@ -49,8 +49,12 @@ def test_sign_in_and_key_generation_by_keyboard(live_server, workspaces, new_con
     page.keyboard.type("keyboard-key")
     page.keyboard.press("Tab")
     assert focused(page) == "expiry"
-    page.keyboard.press("Tab")
-    assert focused(page) == "Generate key"
+    # Then the limits, in reading order (no workspaces yet: nothing to choose there), then the button.
+    stops = []
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        stops.append(focused(page))
+    assert stops == ["scopes-0", "scopes-1", "scopes-2", "rate_limit", "allowed_ips", "Generate key"]
     page.keyboard.press("Enter")
 
     key_box = page.get_by_label("New API key")
