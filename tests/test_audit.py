@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -208,7 +207,7 @@ def test_each_action_writes_exactly_one_event_and_never_a_secret(live_server, wo
 
 def test_key_update_and_rotate_are_recorded_with_what_changed(app, workspaces):
     operator = accounts.Actor.operator()
-    admin = accounts.Actor("session", "root", True, "198.51.100.4")
+    admin = accounts.Actor("session", "root", True, ip="198.51.100.4")
     with app.app_context():
         accounts.create_user(operator, "root", PASSWORD, admin=True)
         new = accounts.create_key_for(admin, None, "ci", 30)
@@ -246,7 +245,7 @@ def test_refused_actions_write_nothing(app, workspaces):
     with app.app_context():
         accounts.create_user(accounts.Actor.operator(), "root", PASSWORD, admin=True)
         before = log_events(workspaces)
-        member = accounts.Actor("session", "bob", False, "10.0.0.1")
+        member = accounts.Actor("session", "bob", False, ip="10.0.0.1")
         with pytest.raises(accounts.AccountRefused):
             accounts.create_user(member, "eve", PASSWORD)
         with pytest.raises(Exception, match="already exists"):
@@ -391,7 +390,7 @@ def test_api_audit_pages_filters_and_permissions(live_server, workspaces):
     assert run_cli(workspaces, "user", "create", "bob", "--password-stdin", stdin=PASSWORD).returncode == 0
     server = live_server(TRUSTED_PROXY_COUNT="1")
     url = server.url + "/api/audit"
-    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+    start = audit.now_iso()  # after the CLI's users, before the keys
     ids = []
     for n in range(23):
         owner = "root" if n % 2 else "bob"
