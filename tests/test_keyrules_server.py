@@ -1,7 +1,7 @@
 """Issue 12 through real gunicorn, on the file store and on Redis (STORE_URL and RATELIMIT_STORAGE_URI, 3 workers):
 a key's workspaces, addresses, scopes and own hourly limit, and PUT /api/workspaces/<id> from CI.
 
-Keys are made in the store the server reads (``KeyStore.create`` with limits).
+Keys are made as an admin makes them: ``POST /api/keys`` with the admin key.
 """
 
 from __future__ import annotations
@@ -43,8 +43,13 @@ def seed(folder: Path, name: str, files: dict[str, str]) -> None:
 
 
 def new_key(server, user: str, **limits) -> str:
-    """A key of ``user`` with ``limits``, made in the store the server reads (files or Redis)."""
-    return Stores.open(server.store, server.workspaces).keys.create(user, "ci", None, limits=limits).key
+    """A key of ``user`` with ``limits``, made as an admin makes it: ``POST /api/keys`` with the admin key."""
+    created = requests.post(
+        server.url + "/api/keys", json={"name": "ci", "user": user, **limits}, headers=ADMIN, timeout=10
+    )
+    assert created.status_code == 201, created.text
+    assert {name: created.json()[name] for name in limits} == limits
+    return created.json()["key"]
 
 
 def ask(server, key: str, workspace_id: str, question: str) -> requests.Response:
@@ -78,7 +83,6 @@ def start(request, tmp_path: Path, workspaces: Path, backend: str):
     seed(workspaces, "alpha", ALPHA)
     seed(workspaces, "beta", BETA)
     live = LiveServer(workspaces, env, tmp_path / "gunicorn.log")
-    live.store = store
     if backend == "redis":
         live.wait_workers(3)
     return live
