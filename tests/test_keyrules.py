@@ -268,3 +268,15 @@ def test_the_log_line_says_which_rule_refused(client, alice, two_workspaces, cap
         (403, "workspace_denied"),
         (200, "ok"),
     ]
+
+
+def test_changed_limits_count_from_the_next_request(client, alice, two_workspaces):
+    key = limited_key(alice)
+    assert call(client, "GET", "/api/workspaces", key).status_code == 200  # the principal is cached now
+    key_id = call(client, "GET", "/api/whoami", key).get_json()["key"]["id"]
+    with alice.app.app_context():
+        accounts.update_key(Actor.operator(), key_id, {"scopes": ["ask"], "workspaces": ["alpha"], "rate_limit": 5})
+    assert answer(call(client, "GET", "/api/workspaces", key)) == (403, lacks("workspaces:read"))
+    refused = call(client, "POST", "/api/ask", key, json={"workspaceId": "beta", "question": "q"})
+    assert answer(refused) == (403, cannot("beta"))
+    assert call(client, "GET", "/api/whoami", key).headers["X-RateLimit-Limit"] == "5"
