@@ -63,6 +63,11 @@ def parse_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _ceil_second(moment: datetime) -> datetime:
+    whole = moment.replace(microsecond=0)
+    return whole + timedelta(seconds=1) if whole < moment else whole
+
+
 @dataclass(frozen=True)
 class NewKey:
     """What creating a key returns: the record and the raw key, which is never stored."""
@@ -284,11 +289,12 @@ class KeyStore:
                     continue
                 if key_status(record, now) != "active":
                     raise KeyStateError("Only an active key can be rotated")
-                until = now + timedelta(seconds=grace_seconds)
+                # Stamps have whole seconds: round the end up, so the old secret works at least grace_seconds.
+                until = _ceil_second(datetime.now(UTC) + timedelta(seconds=grace_seconds))
                 expires = parse_iso(record["expires_at"])
                 if expires is not None:
                     until = min(until, expires)
-                if until > now:
+                if grace_seconds and until > now:
                     record["previous_digest"], record["previous_expires_at"] = record["digest"], iso(until)
                 else:
                     record["previous_digest"] = record["previous_expires_at"] = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app import accounts
@@ -28,7 +28,7 @@ def admin_required(view):
 
 
 def _actor() -> accounts.Actor:
-    return accounts.Actor.signed_in(current_user)
+    return accounts.Actor.signed_in(current_user, request.remote_addr)
 
 
 def _render(add_form: AddUserForm | None = None, status: int = 200):
