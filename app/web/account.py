@@ -10,7 +10,7 @@ from flask import Blueprint, abort, flash, make_response, redirect, render_templ
 from flask_login import current_user, login_required, login_user
 from wtforms import SelectChoice
 
-from app import accounts
+from app import accounts, usage
 from app.accounts import AccountRefused
 from app.ask.workspaces import workspace_states
 from app.inputs import KEY_RATE_LIMIT_ADMIN_MAX
@@ -56,7 +56,7 @@ def _page_of(records: list[dict], param: str) -> KeyPage:
     number = int(raw) if raw.isdigit() else 1
     number = min(max(number, 1), pages)  # past the end: the last page, not an empty one
     start = (number - 1) * KEYS_PER_PAGE
-    views = [public_view(r) for r in records[start : start + KEYS_PER_PAGE]]
+    views = usage.key_views(services().usage, records[start : start + KEYS_PER_PAGE])
     active = sum(1 for r in records if key_status(r) == "active")
 
     def link(n: int) -> str | None:
