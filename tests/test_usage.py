@@ -15,7 +15,7 @@ import requests
 
 from app import usage
 from app.stores import Stores
-from tests.conftest import ADMIN_KEY, CLIENT_KEY, PASSWORD, LiveServer
+from tests.conftest import ADMIN_KEY, CLIENT_KEY, PASSWORD, AuthActions, LiveServer
 from tests.procnet import pin_by_worker
 
 ADMIN = {"x-api-key": ADMIN_KEY}
@@ -231,3 +231,76 @@ def test_three_workers_on_redis_count_exactly_and_see_a_revocation_at_once(tmp_p
         assert document["keys"][0]["last_used_at"] is None  # the key records are never written by use
     finally:
         server.stop()
+
+
+# -- pages ------------------------------------------------------------------------------------------------------------
+def _key_used(client, auth) -> tuple[str, str]:
+    """alice's key made through the API (so the audit log has its creation), used 3 times OK and once denied."""
+    auth.create_user("alice")
+    made = client.post("/api/keys", headers=ADMIN, json={"name": "ci-bot", "user": "alice"}).get_json()
+    key_id, raw = made["id"], made["key"]
+    for _ in range(3):
+        assert client.get("/api/whoami", headers=xkey(raw)).status_code == 200
+    client.patch(f"/api/keys/{key_id}", headers=ADMIN, json={"scopes": ["ask"]})
+    assert client.get("/api/workspaces", headers=xkey(raw)).status_code == 403
+    return key_id, raw
+
+
+def test_account_security_shows_a_sparkline_linking_to_the_key_page(client, auth):
+    key_id, _ = _key_used(client, auth)
+    auth.login("alice")
+    page = client.get("/account/security").get_data(as_text=True)
+    assert f'href="/account/keys/{key_id}"' in page
+    assert '<svg class="spark"' in page
+    text = "Key ci-bot: 4 requests in the last 7 days, at most 4 in an hour"
+    assert f'role="img" aria-label="{text}"><title>{text}</title>' in page
+    assert 'fill="currentColor"' in page
+
+
+def test_the_key_page_charts_usage_with_totals_last_use_and_audit_events(client, auth):
+    key_id, _ = _key_used(client, auth)
+    auth.login("alice")
+    response = client.get(f"/account/keys/{key_id}")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    text = (
+        "Requests with key ci-bot in the last 7 days, by hour: 3 OK, 0 client errors, 0 rate limited, 1 denied; "
+        "the busiest period had 4"
+    )
+    assert '<svg class="chart" viewBox="0 0 1680 160"' in page
+    assert f'aria-label="{text}"><title>{text}</title>' in page
+    assert page.count('class="chart-ok"') == 1 and page.count('class="chart-denied"') == 1
+    assert '<dd data-total="ok">3</dd>' in page and '<dd data-total="denied">1</dd>' in page
+    assert "from <code>127.0.0.1</code>" in page
+    assert "<code>key.create</code>" in page and "<code>key.update</code>" in page
+
+    daily = client.get(f"/account/keys/{key_id}?granularity=day").get_data(as_text=True)
+    assert '<svg class="chart" viewBox="0 0 900 160"' in daily
+    bad = client.get(f"/account/keys/{key_id}?granularity=week")
+    assert bad.status_code == 400
+    assert "Show usage by hour or by day: this page shows hours." in bad.get_data(as_text=True)
+
+
+def test_the_key_page_is_its_owners_and_the_admins(client, auth):
+    key_id, _ = _key_used(client, auth)
+    auth.create_user("bob")
+    auth.create_user("root", admin=True)
+    auth.login("bob")
+    assert client.get(f"/account/keys/{key_id}").status_code == 404
+    assert client.get("/admin/usage").status_code == 403
+    admin = client.application.test_client()
+    AuthActions(client.application, admin).login("root")
+    assert admin.get(f"/account/keys/{key_id}").status_code == 200
+    assert admin.get("/account/keys/key_missing").status_code == 404
+
+
+def test_admin_usage_shows_requests_per_day_and_the_busiest_keys(client, auth):
+    key_id, _ = _key_used(client, auth)
+    auth.create_user("root", admin=True)
+    auth.login("root")
+    page = client.get("/admin/usage").get_data(as_text=True)
+    assert '<svg class="chart" viewBox="0 0 900 160"' in page
+    assert "Requests with keys on this instance in the last 90 days, by day: " in page
+    assert f'<a href="/account/keys/{key_id}">ci-bot</a>' in page
+    assert "ADMIN_API_KEY" in page  # the admin key's own requests are a bucket of their own
+    assert '<td data-label="Requests"><strong>4</strong></td>' in page  # ci-bot's 3 OK and 1 denied
