@@ -5,16 +5,22 @@ Each function checks the rule, changes the store and returns what happened; the 
 a key's ``last_used_at`` and a session's last use, written as a side effect of reading them.
 A refusal is an ``AccountRefused`` (its ``status`` says which kind); invalid names and passwords stay the
 stores' own ``UserError`` and ``KeyRequestError``, the key-creation throttle ``LimitReached``. No Flask ``request``
-here: the caller says who is acting.
+here: the caller says who is acting, and from which address.
+
+Every management action records one audit event (``app.audit``) inside the store write that makes it, after the
+change is checked and before it is saved: when the event cannot be written the action raises ``AuditUnavailable``
+and nothing is saved.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from app import firstrun
+from app import audit, firstrun
 from app.ask.errors import WorkspaceNotFound
 from app.ask.importer import import_archive_stream, import_workspace
 from app.ask.workspaces import delete_workspace as remove_workspace
@@ -23,10 +29,10 @@ from app.documents import storeadmin
 from app.inputs import KEY_EXPIRY_CHOICES, KEY_RATE_LIMIT_ADMIN_MAX, ROTATE_GRACE_DEFAULT
 from app.keys.errors import KeyRequestError
 from app.keys.limits import check_rate_limit, parse_key_limits
-from app.keys.store import KeyStateError, NewKey, check_changeable
+from app.keys.store import CHANGEABLE_FIELDS, KeyStateError, NewKey, check_changeable
 from app.services import services
 from app.stores import Stores
-from app.users.store import User
+from app.users.store import User, UserError
 
 # The ways in that may manage keys: a leaked key must not mint more keys.
 KEY_MANAGERS = ("session", "admin_key", "cli")
@@ -38,12 +44,14 @@ WORKSPACE_WRITE_SCOPE = "workspaces:write"
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts: how they came in (``via``: session, dashboard_key, admin_key, client_key or cli), as which user."""
+    """Who acts: how they came in (``via``: session, dashboard_key, admin_key, client_key or cli), as which user,
+    from which address (``ip``: the front end's client address; None at the console)."""
 
     via: str
     user: str | None
     is_admin: bool
     scopes: frozenset[str] = frozenset()  # a dashboard key's scopes; nothing for every other way in
+    ip: str | None = None
 
     @classmethod
     def operator(cls) -> Actor:
@@ -51,8 +59,8 @@ class Actor:
         return cls("cli", None, True)
 
     @classmethod
-    def signed_in(cls, user: User) -> Actor:
-        return cls("session", user.username, user.is_admin)
+    def signed_in(cls, user: User, ip: str | None = None) -> Actor:
+        return cls("session", user.username, user.is_admin, ip=ip)
 
 
 class AccountRefused(Exception):
@@ -72,17 +80,73 @@ class SignedIn:
     session_id: str
 
 
+# -- the audit log ---------------------------------------------------------------------------------------------------
+def _event(actor: Actor, action: str, kind: str, target_id: object, name: object, detail: dict | None = None) -> dict:
+    return audit.build(
+        action,
+        actor=actor.user,
+        auth_method=actor.via,
+        ip=actor.ip,
+        target_type=kind,
+        target_id=target_id,
+        target_name=name,
+        detail=detail,
+    )
+
+
+@contextlib.contextmanager
+def _audited(make: Callable[[object, dict], dict]) -> Iterator[None]:
+    """Record ``make(result, document)`` inside the block's first store write, before it is saved."""
+    with audit.on_commit(services().audit, make):
+        yield
+
+
+def _record(event: dict) -> None:
+    """Record an event now (actions that are not one store write): AuditUnavailable refuses the action."""
+    services().audit.record(event)
+
+
+def _user_event(actor: Actor, action: str, user: User, detail: dict | None = None) -> Callable[[object, dict], dict]:
+    return lambda _result, _data: _event(actor, action, "user", user.id, user.username, detail)
+
+
+def _named_user(username: str) -> User:
+    user = services().users.get(username)
+    if user is None:
+        raise UserError(f"No user named {username!r}")
+    return user
+
+
+def require_audit_reader(actor: Actor) -> None:
+    if not (actor.is_admin and actor.via in WORKSPACE_ADMINS):
+        raise AccountRefused("The audit log needs an admin session or the admin key", 403)
+
+
+def audit_page(actor: Actor, query: audit.Query) -> audit.Page:
+    """The audit events matching ``query``, newest first: for an admin session, the admin key or the operator."""
+    require_audit_reader(actor)
+    return services().audit.read(query)
+
+
 # -- sessions ---------------------------------------------------------------------------------------------------
-def sign_in(username: str, password: str) -> SignedIn | None:
-    """Sign in with a password; None when the name or password is wrong or the account is disabled (a failed
-    sign-in: the caller counts it against the login limit)."""
+def sign_in(username: str, password: str, ip: str | None = None) -> SignedIn | None:
+    """Sign in with a password from address ``ip``; None when the name or password is wrong or the account is
+    disabled (a failed sign-in: the caller counts it against the login limit). Both are audited; a failure names
+    the user only when one has that name (a password typed into the name field stays out of the log)."""
     user = services().users.authenticate(username, password)
-    return None if user is None else _open_session(user)
+    if user is None:
+        known = services().users.get(username) if isinstance(username, str) else None
+        target = (known.id, known.username) if known else (None, None)
+        _record(_event(Actor("session", None, False, ip=ip), "user.login_failed", "user", *target))
+        return None
+    with _audited(_user_event(Actor.signed_in(user, ip), "user.login", user)):
+        return _open_session(user)
 
 
-def sign_out(user: User, session_id: str) -> None:
+def sign_out(user: User, session_id: str, ip: str | None = None) -> None:
     """End one session of ``user`` on the server: the cookie it leaves behind opens nothing."""
-    services().users.end_session(user.id, session_id)
+    with _audited(_user_event(Actor.signed_in(user, ip), "user.logout", user)):
+        services().users.end_session(user.id, session_id)
 
 
 def _open_session(user: User) -> SignedIn:
@@ -90,18 +154,25 @@ def _open_session(user: User) -> SignedIn:
 
 
 # -- users ------------------------------------------------------------------------------------------------------
-def create_first_admin(username: str, password: str) -> SignedIn:
+def create_first_admin(username: str, password: str, ip: str | None = None) -> SignedIn:
     """First-run setup: the first user, an admin, only while there are none, signed in at once."""
-    return _open_session(_add_user(username, password, "admin", only_if_empty=True))
+    actor = Actor("session", username if isinstance(username, str) else None, True, ip=ip)
+    return _open_session(_add_user(actor, username, password, "admin", only_if_empty=True))
 
 
 def create_user(actor: Actor, username: str, password: str, admin: bool = False) -> User:
     _require_admin(actor)
-    return _add_user(username, password, "admin" if admin else "member")
+    return _add_user(actor, username, password, "admin" if admin else "member")
 
 
-def _add_user(username: str, password: str, role: str, *, only_if_empty: bool = False) -> User:
-    user = services().users.create(username, password, role, only_if_empty=only_if_empty)
+def _add_user(actor: Actor, username: str, password: str, role: str, *, only_if_empty: bool = False) -> User:
+    action = "setup.complete" if only_if_empty else "user.create"
+
+    def event(record: object, _data: dict) -> dict:
+        return _event(actor, action, "user", record["id"], record["username"], {"role": role})
+
+    with _audited(event):
+        user = services().users.create(username, password, role, only_if_empty=only_if_empty)
     if user.is_admin:  # an admin exists now: the setup token has done its job
         firstrun.discard_token(services().config.workspaces_dir)
     return user
@@ -112,14 +183,26 @@ def disable_user(actor: Actor, username: str) -> tuple[User, int]:
     _require_admin(actor)
     if actor.user is not None and username.lower() == actor.user.lower():
         raise AccountRefused("You cannot disable your own account.")
-    user = services().users.set_disabled(username, True)
+    with _audited(_user_event(actor, "user.disable", _named_user(username))):
+        user = services().users.set_disabled(username, True)
     return user, services().keys.revoke_owner(user.username)
 
 
 def enable_user(actor: Actor, username: str) -> User:
     """Let a disabled user sign in again; their old keys stay revoked."""
     _require_admin(actor)
-    return services().users.set_disabled(username, False)
+    with _audited(_user_event(actor, "user.enable", _named_user(username))):
+        return services().users.set_disabled(username, False)
+
+
+def set_role(actor: Actor, username: str, admin: bool) -> User:
+    """Make a user an admin or a member; not oneself (an admin cannot lock themselves out of administration)."""
+    _require_admin(actor)
+    if actor.user is not None and username.lower() == actor.user.lower():
+        raise AccountRefused("You cannot change your own role.")
+    role = "admin" if admin else "member"
+    with _audited(_user_event(actor, "user.update", _named_user(username), {"role": role})):
+        return services().users.set_role(username, role)
 
 
 def change_password(actor: Actor, username: str, new_password: str, current_password: str | None = None) -> User:
@@ -132,7 +215,9 @@ def change_password(actor: Actor, username: str, new_password: str, current_pass
             raise AccountRefused("That is not your current password.")
     else:
         _require_admin(actor)
-    return users.set_password(username, new_password)
+    own = current_password is not None
+    with _audited(_user_event(actor, "user.password", _named_user(username), {"own": own})):
+        return users.set_password(username, new_password)
 
 
 # -- keys -------------------------------------------------------------------------------------------------------
@@ -183,7 +268,14 @@ def create_key_for(
         raise AccountRefused(f"expires_in_days must be {KEY_EXPIRY_CHOICES}, or null for never")
     checked = check_key_limits(actor, limits or {})
     admit = None if actor.via == "cli" else (lambda: services().limits.admit_key_creation(target.id))
-    return services().keys.create(target.username, name, expires_in_days, admit=admit, limits=checked)
+
+    def event(_result: object, data: dict) -> dict:
+        record = data["keys"][-1]  # the store appends the new key
+        detail = {field: record.get(field) for field in ("owner", "expires_at", *CHANGEABLE_FIELDS)}
+        return _event(actor, "key.create", "key", record["id"], record["name"], detail)
+
+    with _audited(event):
+        return services().keys.create(target.username, name, expires_in_days, admit=admit, limits=checked)
 
 
 def check_key_limits(actor: Actor, limits: dict, current: dict | None = None) -> dict:
@@ -228,7 +320,10 @@ def update_key(actor: Actor, key_id: str, changes: dict) -> dict:
     record = find_key(actor, key_id)
     check_changeable(changes)
     limits = check_key_limits(actor, changes, current=record)
-    updated = services().keys.update(key_id, {**changes, **limits})
+    changed = {**changes, **limits}
+    detail = {field: changed[field] for field in CHANGEABLE_FIELDS if field in changed}
+    with _audited(lambda _result, _data: _event(actor, "key.update", "key", key_id, record["name"], detail)):
+        updated = services().keys.update(key_id, changed)
     if updated is None:  # deleted in between
         raise AccountRefused("Key not found", 404)
     return updated
@@ -238,9 +333,11 @@ def rotate_key(actor: Actor, key_id: str, grace_seconds: object = ROTATE_GRACE_D
     """A new secret for a key the actor may see (same id, name, limits and expiry); the old one keeps working for
     ``grace_seconds`` (0 to ROTATE_GRACE_MAX). The record's ``previous_expires_at`` says until when (None with no
     grace). A revoked or expired key is refused (409). The raw key is in the result and nowhere else."""
-    find_key(actor, key_id)
+    record = find_key(actor, key_id)
+    detail = {"grace_seconds": grace_seconds if isinstance(grace_seconds, int) else None}
     try:
-        new = services().keys.rotate(key_id, grace_seconds)
+        with _audited(lambda _result, _data: _event(actor, "key.rotate", "key", key_id, record["name"], detail)):
+            new = services().keys.rotate(key_id, grace_seconds)
     except KeyStateError as exc:
         raise AccountRefused(str(exc), 409) from None
     if new is None:  # deleted in between
@@ -250,8 +347,9 @@ def rotate_key(actor: Actor, key_id: str, grace_seconds: object = ROTATE_GRACE_D
 
 def revoke_key(actor: Actor, key_id: str) -> dict:
     """Revoke a key the actor may see; returns its record, now revoked."""
-    find_key(actor, key_id)
-    record = services().keys.revoke(key_id)
+    found = find_key(actor, key_id)
+    with _audited(lambda _result, _data: _event(actor, "key.revoke", "key", key_id, found["name"])):
+        record = services().keys.revoke(key_id)
     if record is None:  # deleted in between
         raise AccountRefused("Key not found", 404)
     return record
@@ -260,7 +358,8 @@ def revoke_key(actor: Actor, key_id: str) -> dict:
 def delete_key(actor: Actor, key_id: str) -> dict:
     """Delete a key the actor may see; returns the record it had."""
     record = find_key(actor, key_id)
-    services().keys.delete(key_id)
+    with _audited(lambda _result, _data: _event(actor, "key.delete", "key", key_id, record["name"])):
+        services().keys.delete(key_id)
     return record
 
 
@@ -275,13 +374,37 @@ def import_workspace_from(
     replace: bool = False,
 ) -> dict:
     """Any signed-in user may add a new workspace (from a folder or archive ``path``, or an uploaded ``stream``);
-    replacing one is for admins, since it changes what everyone's keys answer from."""
+    replacing one is for admins, since it changes what everyone's keys answer from.
+
+    Audit: a replacement is recorded before it starts (it cannot be undone); a new workspace once it is in place,
+    and taken out again when its event cannot be written."""
     if replace and not may_replace_workspaces(actor):
         raise AccountRefused("Only an admin can replace an existing workspace.", 403)
     root = services().config.workspaces_dir
+    replacing = replace and _workspace_exists(root, workspace_id)
+    if replacing:
+        _record(_event(actor, "workspace.replace", "workspace", workspace_id, workspace_id))
     if stream is not None:
-        return import_archive_stream(root, workspace_id, stream, filename, replace=replace)
-    return import_workspace(root, workspace_id, Path(path), replace=replace)
+        result = import_archive_stream(root, workspace_id, stream, filename, replace=replace)
+    else:
+        result = import_workspace(root, workspace_id, Path(path), replace=replace)
+    if not replacing:
+        try:
+            _record(_event(actor, "workspace.create", "workspace", workspace_id, workspace_id))
+        except audit.AuditUnavailable:
+            remove_workspace(root, workspace_id)
+            raise
+    return result
+
+
+def _workspace_exists(root: Path, workspace_id: str) -> bool:
+    if not isinstance(workspace_id, str):
+        return False
+    try:
+        workspace_dir(root, workspace_id)
+    except WorkspaceNotFound:
+        return False
+    return True
 
 
 def put_workspace(actor: Actor, workspace_id: str, stream: BinaryIO, filename: str) -> tuple[dict, bool]:
@@ -323,7 +446,11 @@ def delete_workspace(actor: Actor, workspace_id: str) -> None:
         raise AccountRefused(
             "Deleting a workspace needs an admin session, the admin key or a key with workspaces:write", 403
         )
-    remove_workspace(services().config.workspaces_dir, workspace_id)
+    root = services().config.workspaces_dir
+    if not _workspace_exists(root, workspace_id):
+        raise WorkspaceNotFound()
+    _record(_event(actor, "workspace.delete", "workspace", workspace_id, workspace_id))  # it cannot be undone
+    remove_workspace(root, workspace_id)
 
 
 # -- the stores themselves: the operator's, at the console --------------------------------------------------------
@@ -337,14 +464,22 @@ def restore_stores(actor: Actor, only_broken: bool = True) -> list[str]:
     """Put back the last good version of each broken store (each store with ``only_broken=False``); returns
     the names restored. A ``StoreAdminError`` says why one could not be."""
     _require_operator(actor)
-    return storeadmin.restore(_configured_stores(), only_broken=only_broken)
+    stores = _configured_stores()
+    names = [name for name, problem in storeadmin.check(stores).items() if problem or not only_broken]
+    where = audit.safe_location(services().config.store_url or "files")
+    with _audited(lambda _result, _data: _event(actor, "store.restore", "store", where, where, {"stores": names})):
+        return storeadmin.restore(stores, only_broken=only_broken)
 
 
 def migrate_stores(actor: Actor, target: str, overwrite: bool = False) -> dict[str, int]:
     """Copy every key and user to ``target`` ('files' or a redis:// URL) and verify; returns the counts copied."""
     _require_operator(actor)
     destination = Stores.open(target, services().config.workspaces_dir)
-    return storeadmin.migrate(_configured_stores(), destination, overwrite=overwrite)
+    source = _configured_stores()
+    where = audit.safe_location(target)
+    detail = {"to": where, "overwrite": overwrite}
+    with _audited(lambda _result, _data: _event(actor, "store.migrate", "store", where, where, detail)):
+        return storeadmin.migrate(source, destination, overwrite=overwrite)
 
 
 def _configured_stores() -> Stores:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -14,9 +15,10 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from app import accounts
+from app import accounts, audit
 from app.accounts import AccountRefused
 from app.ask.errors import AskError
+from app.audit import AuditQueryError, AuditUnavailable
 from app.documents import StoreAdminError
 from app.documents.sharedfile import StoreUnavailable, StoreWriteError
 from app.inputs import DEFAULT_KEY_SCOPES, KEY_EXPIRY_DAYS, KEY_SCOPES, ROTATE_GRACE_DEFAULT, ROTATE_GRACE_MAX
@@ -29,6 +31,7 @@ user_cli = AppGroup("user", help="Manage users.")
 key_cli = AppGroup("key", help="Manage API keys.")
 workspace_cli = AppGroup("workspace", help="Manage workspaces of code.")
 store_cli = AppGroup("store", help="Check, restore and migrate the key and user store.")
+audit_cli = AppGroup("audit", help="Read the audit log.")
 OPERATOR = accounts.Actor.operator()  # whoever runs these commands on the server
 
 
@@ -52,6 +55,8 @@ def _guard(func):
             return func(*args, **kwargs)
         except (UserError, KeyRequestError, AccountRefused, StoreUnavailable, StoreWriteError, AskError) as exc:
             _fail(str(exc))
+        except AuditUnavailable as exc:
+            _fail(f"{exc}: nothing was changed ({exc.reason})")
 
     return wrapped
 
@@ -102,6 +107,16 @@ def user_passwd(name: str, password_stdin: bool) -> None:
     """Set a user's password (ends their sessions)."""
     user = accounts.change_password(OPERATOR, name, _read_password(password_stdin, "New password"))
     click.echo(f"Password of {user.username} changed.")
+
+
+@user_cli.command("role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(["admin", "member"]))
+@_guard
+def user_role(name: str, role: str) -> None:
+    """Make a user an admin or a member."""
+    user = accounts.set_role(OPERATOR, name, role == "admin")
+    click.echo(f"{user.username} is now {user.role}.")
 
 
 @key_cli.command("create")
@@ -336,7 +351,7 @@ def store_restore(restore_all: bool) -> None:
     """Put back the last good version (*.bak) of each broken store."""
     try:
         restored = accounts.restore_stores(OPERATOR, only_broken=not restore_all)
-    except (StoreAdminError, StoreWriteError) as exc:
+    except (StoreAdminError, StoreWriteError, AuditUnavailable) as exc:
         _fail(str(exc))
     click.echo(f"Restored: {', '.join(restored)}." if restored else "Nothing to restore: every store is fine.")
 
@@ -348,10 +363,42 @@ def store_migrate(target: str, overwrite: bool) -> None:
     """Copy every key and user from the configured store (STORE_URL) to another, then verify."""
     try:
         counts = accounts.migrate_stores(OPERATOR, target, overwrite=overwrite)
-    except (StoreAdminError, StoreWriteError) as exc:
+    except (StoreAdminError, StoreWriteError, AuditUnavailable) as exc:
         _fail(str(exc))
     click.echo(f"Copied {counts['keys']} key(s) and {counts['users']} user(s); counts and digests verified.")
     click.echo("Point STORE_URL at the new store (unset it for the files) and restart every host.")
+
+
+@audit_cli.command("list")
+@click.option("--action", help="One action (key.create) or a family (key.*).")
+@click.option("--actor", help="Only events of this user.")
+@click.option("--target", help="Only events about this key id, username or workspace.")
+@click.option("--since", help="From this date or time on (2026-12-01, UTC).")
+@click.option("--until", help="Before this date or time (a bare date includes that day).")
+@click.option("--limit", type=int, default=100, show_default=True, help=f"At most this many (up to {audit.LIMIT_MAX}).")
+@click.option("--cursor", help="Continue after the page that printed this cursor.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+def audit_list(action, actor, target, since, until, limit, cursor, as_json) -> None:
+    """Print audit events, newest first."""
+    try:
+        query = audit.make_query(
+            action=action, actor=actor, target=target, since=since, until=until, limit=limit, cursor=cursor
+        )
+        page = accounts.audit_page(OPERATOR, query)
+    except (AuditQueryError, AuditUnavailable) as exc:
+        _fail(f"{exc} ({exc.reason})" if isinstance(exc, AuditUnavailable) else str(exc))
+    for event in page.events:
+        if as_json:
+            click.echo(json.dumps(event, ensure_ascii=False))
+            continue
+        who = event["actor"] or {"cli": "(cli)", "admin_key": "(admin key)"}.get(event["auth_method"], "-")
+        target_ = event["target"]
+        shown_target = f"{target_['type']}:{target_['name'] or target_['id'] or '-'}"
+        detail = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in event["detail"].items())
+        fields = (event["time"], event["action"], who, event["ip"] or "-", shown_target, detail)
+        click.echo("\t".join(shown(str(field)) for field in fields).rstrip())
+    if page.next_cursor:
+        click.echo(f"More: --cursor {page.next_cursor}", err=True)
 
 
 def register_cli(app: Flask) -> None:
@@ -359,3 +406,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(key_cli)
     app.cli.add_command(workspace_cli)
     app.cli.add_command(store_cli)
+    app.cli.add_command(audit_cli)

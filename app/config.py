@@ -60,6 +60,8 @@ class Config:
     api_max_json_bytes: int = 64 * 1024
     request_header_timeout: float = 10.0
     index_dir: Path | None = None  # None: WORKSPACES_DIR/.index
+    audit_max_bytes: int = 10 * 1024 * 1024  # audit.log rotates at this size (files store)
+    audit_max_events: int = 100_000  # the audit stream's approximate cap (Redis store)
 
     def flask_settings(self) -> dict:
         """The subset Flask and its extensions read from ``app.config``."""
@@ -396,6 +398,8 @@ def load_config(env: dict | None = None) -> Config:
         api_max_json_bytes=_int(env, "API_MAX_JSON_BYTES", 64 * 1024, minimum=1024),
         request_header_timeout=_header_timeout(env),
         index_dir=_index_dir(env, workspaces_dir),
+        audit_max_bytes=_int(env, "AUDIT_MAX_BYTES", 10 * 1024 * 1024, minimum=4096),
+        audit_max_events=_int(env, "AUDIT_MAX_EVENTS", 100_000, minimum=100),
     )
 
 

@@ -9,6 +9,7 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from app.audit import AuditUnavailable
 from app.documents.sharedfile import StoreUnavailable, StoreWriteError
 
 log = logging.getLogger("askgate")
@@ -120,6 +121,18 @@ def handle_store_write_error(exc: StoreWriteError):
     return _page(status, str(exc), "Could not save")
 
 
+def handle_audit_unavailable(exc: AuditUnavailable):
+    log.error("audit log unavailable, action refused: %s", exc.reason)
+    if _wants_json():
+        return json_error(503, "Audit log unavailable")
+    return _page(
+        503,
+        "Nothing was changed: the audit log cannot be written, and every change must be recorded there first. "
+        "An administrator has been told in the server log.",
+        "Audit log unavailable",
+    )
+
+
 def handle_unexpected(exc: Exception):
     if isinstance(exc, HTTPException):
         return handle_http_error(exc)
@@ -131,4 +144,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(StoreUnavailable, handle_store_unavailable)
     app.register_error_handler(StoreWriteError, handle_store_write_error)
+    app.register_error_handler(AuditUnavailable, handle_audit_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

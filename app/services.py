@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
+from app import audit
 from app.ask import indexdb
 from app.ask.llm import LLMSettings
 from app.config import Config
@@ -29,6 +30,7 @@ class Services:
     llm: LLMSettings
     limits: ClientLimits
     session_cookie: str
+    audit: object = None  # app.audit.FileAuditLog or RedisAuditLog
     principals: dict = field(default_factory=dict)  # the auth hook's cache, see app.auth.principal
 
 
@@ -59,6 +61,7 @@ def init_services(app: Flask, config: Config, limiter_storage=None) -> Services:
             key_create_limit=config.key_create_limit,
         ),
         session_cookie=app.config["SESSION_COOKIE_NAME"],
+        audit=audit.open_log(config.store_url, config.workspaces_dir, config.audit_max_bytes, config.audit_max_events),
     )
     app.extensions[EXTENSION_NAME] = svc
     return svc

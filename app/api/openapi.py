@@ -11,6 +11,9 @@ from flask import jsonify
 from app.api import bp
 from app.ask.callgraph import MAX_NEIGHBOURS
 from app.ask.indexstate import STATES
+from app.audit import ACTIONS as AUDIT_ACTIONS
+from app.audit import LIMIT_MAX as AUDIT_LIMIT_MAX
+from app.audit import TARGET_TYPES as AUDIT_TARGETS
 from app.errors import MESSAGES
 from app.extensions import limiter
 from app.inputs import (
@@ -310,6 +313,43 @@ SCHEMAS = {
         description="The key with its new secret: same id, name, limits and expiry.",
     ),
 }
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+SCHEMAS["AuditEvent"] = _object(
+    {
+        "id": {"type": "string", "description": "Unique; newest events come first."},
+        "time": TIMESTAMP,
+        "action": {"type": "string", "enum": list(AUDIT_ACTIONS)},
+        "actor": {**_NULLABLE_TEXT, "description": "The user who acted; null for the admin key and the CLI."},
+        "auth_method": {"type": "string", "enum": ["session", "dashboard_key", "admin_key", "client_key", "cli"]},
+        "ip": {**_NULLABLE_TEXT, "description": "The client address; null for the CLI."},
+        "target": _object(
+            {
+                "type": {"type": "string", "enum": list(AUDIT_TARGETS)},
+                "id": _NULLABLE_TEXT,
+                "name": _NULLABLE_TEXT,
+            }
+        ),
+        "detail": {"type": "object", "description": "What changed (never a key, digest, password or token)."},
+    }
+)
+SCHEMAS["AuditPage"] = _object(
+    {
+        "events": {"type": "array", "items": _ref("schemas", "AuditEvent")},
+        "next_cursor": {**_NULLABLE_TEXT, "description": "Pass as cursor for the next (older) page; null at the end."},
+    }
+)
+AUDIT_PARAMETERS = [
+    {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+    for name, description, schema in (
+        ("action", "One action, or a family such as key.*", {"type": "string"}),
+        ("actor", "A username (case-insensitive).", {"type": "string"}),
+        ("target", "A target's id or name (key id, username, workspace id).", {"type": "string"}),
+        ("since", "From this time on: 2026-12-01 or 2026-12-01T10:00:00Z (UTC).", {"type": "string"}),
+        ("until", "Before this time; a bare date includes that day.", {"type": "string"}),
+        ("limit", f"Events per page, 1 to {AUDIT_LIMIT_MAX} (default 100).", {"type": "string"}),
+        ("cursor", "next_cursor of the previous page.", {"type": "string"}),
+    )
+]
 
 # -- responses --------------------------------------------------------------------------------------------
 _ERROR_WHEN = {
@@ -593,6 +633,17 @@ def build_document() -> dict:
                 operation_id="rotateKey",
             )
         },
+    }
+    paths["/api/audit"] = {
+        "get": _operation(
+            "Read the audit log: management events, newest first",
+            _ok("AuditPage"),
+            errors=("400",),
+            parameters=AUDIT_PARAMETERS,
+            description="An admin session or the admin key only (403 otherwise). 400 names a bad filter, limit "
+            'or cursor; 503 `{"error": "Audit log unavailable"}` when the log cannot be read.',
+            operation_id="listAuditEvents",
+        )
     }
     return {
         "openapi": OPENAPI_VERSION,

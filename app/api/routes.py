@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 from flask import g, jsonify, request
 
-from app import accounts, bodylimit
+from app import accounts, audit, bodylimit
 from app.accounts import AccountRefused
 from app.answer_html import render_result
 from app.api import bp
@@ -177,7 +177,7 @@ def delete_workspace(workspace_id: str):
 def _actor() -> accounts.Actor:
     principal = g.principal
     scopes = principal.rules.scopes if principal.rules is not None else frozenset()
-    return accounts.Actor(principal.auth_method, principal.user, principal.is_admin, scopes)
+    return accounts.Actor(principal.auth_method, principal.user, principal.is_admin, scopes, request.remote_addr)
 
 
 @bp.get("/keys")
@@ -261,3 +261,17 @@ def rotate_key(key_id: str):
 def delete_key(key_id: str):
     accounts.delete_key(_actor(), key_id)
     return "", 204
+
+
+# -- the audit log -------------------------------------------------------------------------------------------------
+@bp.get("/audit")
+def audit_events():
+    """Admin session or the admin key: management events, newest first, ``limit`` (≤ 500) at a time."""
+    actor = _actor()
+    accounts.require_audit_reader(actor)
+    try:
+        query = audit.make_query(**{name: request.args.get(name) for name in audit.QUERY_FIELDS})
+    except audit.AuditQueryError as exc:
+        raise APIError(400, str(exc)) from None
+    page = accounts.audit_page(actor, query)
+    return jsonify(events=page.events, next_cursor=page.next_cursor)

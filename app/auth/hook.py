@@ -27,7 +27,8 @@ def guard_api() -> Response | None:
 
     CSRF comes first: a forged request another page makes a browser send must not spend its user's hour.
     """
-    if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
+    endpoint = request.endpoint
+    if endpoint is None or endpoint in PUBLIC_ENDPOINTS:
         return None
     principal = current_principal()
     if principal is None:
@@ -37,9 +38,9 @@ def guard_api() -> Response | None:
         csrf.protect()  # a session rides on a cookie a browser sends by itself; keys need no token
     rate_limit = None
     if principal.rules is not None:  # a dashboard key: its own addresses, scopes, workspaces and hourly limit
-        refused = keyrules.refusal(principal.rules, request)
+        refused = keyrules.refusal(principal.rules, request, endpoint)
         if refused is not None:
-            g.auth_outcome = refused[0]
+            g.key_refusal = refused[0]  # the log line's outcome
             return json_error(403, refused[1])
         rate_limit = principal.rules.rate_limit
     verdict = services().limits.hit(principal.bucket, principal.user_bucket, rate_limit)
@@ -60,6 +61,14 @@ def finish_api(response: Response) -> Response:
     principal = None if isinstance(result, AuthFailure) else result
     key = principal.key if principal else None
     status = response.status_code
+    if principal is None:
+        outcome = result.outcome
+    elif status == 429:
+        outcome = "rate_limited"
+    elif status == 403:
+        outcome = g.get("key_refusal", "ok")
+    else:
+        outcome = "ok"
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "event": "api_auth",
@@ -67,9 +76,7 @@ def finish_api(response: Response) -> Response:
         "method": request.method,
         "path": request.path,
         "status": status,
-        "outcome": (g.get("auth_outcome") or ("rate_limited" if status == 429 else "ok"))
-        if principal
-        else result.outcome,
+        "outcome": outcome,
         "auth_method": principal.auth_method if principal else None,
         "user": principal.user if principal else None,
         "key_id": key["id"] if key else None,

@@ -58,11 +58,14 @@ def rules_for(record: dict) -> KeyRules:
     )
 
 
-def refusal(rules: KeyRules, req: Request) -> tuple[str, str] | None:
-    """Why the key may not make this request — ``(log outcome, message)`` for a 403 — or None when it may."""
+def refusal(rules: KeyRules, req: Request, endpoint: str | None) -> tuple[str, str] | None:
+    """Why the key may not make this request to ``endpoint`` — ``(log outcome, message)`` for a 403 — or None.
+
+    A key with the default limits costs one dict probe here (whoami) or two (a scoped endpoint); ``req`` is read
+    only for a key that has addresses or workspaces to check.
+    """
     if rules.allowlist is not None and not rules.allowlist.allowed(req.remote_addr):
         return "ip_denied", IP_DENIED
-    endpoint = req.endpoint
     scope = ENDPOINT_SCOPES.get(endpoint)
     if scope is not None and scope not in rules.scopes:
         return "scope_denied", f"This key lacks the {scope} scope"

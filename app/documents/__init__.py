@@ -4,6 +4,14 @@ document in Redis (``redisdoc``), and their maintenance: check, restore, migrate
 The exceptions every store and caller shares are here, so the modules import them from one place, not each other.
 """
 
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+
+# A hook that runs once, inside the first document write of a block, after the change is checked and before it is
+# saved (the audit log records there: an exception refuses the change). See ``commit_hook``.
+_commit_hook: contextvars.ContextVar[list | None] = contextvars.ContextVar("commit_hook", default=None)
+
 
 class StoreUnavailable(Exception):
     """The document cannot be read or parsed; callers fail closed and never overwrite it."""
@@ -26,3 +34,22 @@ def older_version(raw: object, current: int | None) -> object:
     if current is None or not isinstance(raw, dict) or raw.get("version") == current:
         return None
     return raw.get("version")
+
+
+@contextlib.contextmanager
+def commit_hook(hook: Callable[[object, dict], None]) -> Iterator[None]:
+    """Run ``hook(result, document)`` once, in the first ``update``/``replace_all`` inside the block, just before the
+    document is saved; if it raises, that write does not happen and the exception propagates."""
+    token = _commit_hook.set([hook])
+    try:
+        yield
+    finally:
+        _commit_hook.reset(token)
+
+
+def run_commit_hook(result: object, data: dict) -> None:
+    """Called by the documents right before they save ``data``; a no-op outside ``commit_hook`` or once it ran."""
+    pending = _commit_hook.get()
+    if pending:
+        hook = pending.pop()
+        hook(result, data)

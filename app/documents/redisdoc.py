@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from app.documents import StoreUnavailable, StoreWriteError, older_version
+from app.documents import StoreUnavailable, StoreWriteError, older_version, run_commit_hook
 
 log = logging.getLogger("askgate.store")
 
@@ -103,6 +103,7 @@ class RedisDocument:
                         older = self._older(original)
                         data = self._decode(original)
                         result = change(data)
+                        run_commit_hook(result, data)
                         payload = json.dumps(data, sort_keys=True)
                         pipe.multi()
                         pipe.set(self.key, payload)
@@ -132,6 +133,7 @@ class RedisDocument:
     def replace_all(self, data: dict) -> None:
         self._validate(json.loads(json.dumps(data)))
         payload = json.dumps(data, sort_keys=True)
+        run_commit_hook(None, data)
         try:
             with self.client.pipeline() as pipe:
                 pipe.multi()

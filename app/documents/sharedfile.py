@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from app.documents import StoreUnavailable, StoreWriteError, older_version
+from app.documents import StoreUnavailable, StoreWriteError, older_version, run_commit_hook
 
 log = logging.getLogger("askgate.store")
 
@@ -149,6 +149,7 @@ class SharedJSONFile:
             if data is None:
                 data = self._empty()
             result = change(data)
+            run_commit_hook(result, data)
             if older is None:
                 self._write(data)
             else:
@@ -164,6 +165,7 @@ class SharedJSONFile:
         """Write ``data`` as the whole document (restore, migrate), under the lock."""
         self._validate(json.loads(json.dumps(data)))
         with self._locked():
+            run_commit_hook(None, data)
             self._write(data)
         with self._mutex:
             self._signature = None

@@ -157,7 +157,7 @@ def security():
     try:
         limits = _limits_from(form)
         new = accounts.create_key_for(
-            accounts.Actor.signed_in(current_user), None, form.name.data, expiry, limits=limits
+            accounts.Actor.signed_in(current_user, request.remote_addr), None, form.name.data, expiry, limits=limits
         )
     except _FormProblem as exc:
         form[exc.field].errors.append(str(exc))
@@ -181,7 +181,7 @@ def revoke():
     if not form.validate_on_submit():
         abort(400)
     try:
-        record = accounts.revoke_key(accounts.Actor.signed_in(current_user), form.key_id.data)
+        record = accounts.revoke_key(accounts.Actor.signed_in(current_user, request.remote_addr), form.key_id.data)
     except AccountRefused:
         flash("That key does not exist.", "error")
     else:
@@ -204,7 +204,7 @@ def rotate():
         return redirect(url_for("account.security"), 303)
     try:
         new = accounts.rotate_key(
-            accounts.Actor.signed_in(current_user), form.key_id.data, int(form.grace_seconds.data)
+            accounts.Actor.signed_in(current_user, request.remote_addr), form.key_id.data, int(form.grace_seconds.data)
         )
     except AccountRefused as exc:
         flash("That key does not exist." if exc.status == 404 else str(exc), "error")
@@ -223,7 +223,7 @@ def change_password():
     if form.validate_on_submit():
         try:
             user = accounts.change_password(
-                accounts.Actor.signed_in(current_user),
+                accounts.Actor.signed_in(current_user, request.remote_addr),
                 current_user.username,
                 form.new_password.data,
                 current_password=form.current_password.data,

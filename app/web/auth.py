@@ -98,7 +98,7 @@ def login():
         return render_template("setup_needed.html", token_file=firstrun.token_path(services().config.workspaces_dir))
     form = LoginForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
-        signed_in = accounts.sign_in(form.username.data, form.password.data)
+        signed_in = accounts.sign_in(form.username.data, form.password.data, request.remote_addr)
         if signed_in:
             start_session(signed_in)
             return redirect(safe_next(form.next.data) or url_for("dashboard.home"))
@@ -113,7 +113,7 @@ def login():
 def logout():
     sid = session.get(SESSION_ID)
     if current_user.is_authenticated and isinstance(sid, str):
-        accounts.sign_out(current_user, sid)
+        accounts.sign_out(current_user, sid, request.remote_addr)
     logout_user()
     session.clear()
     flash("You are signed out.", "info")
@@ -131,7 +131,7 @@ def first_admin():
     form = SetupForm(token=token)
     if form.validate_on_submit():
         try:
-            signed_in = accounts.create_first_admin(form.username.data, form.password.data)
+            signed_in = accounts.create_first_admin(form.username.data, form.password.data, request.remote_addr)
         except UserError as exc:
             flash(str(exc), "error")
         else:

@@ -6,7 +6,7 @@ changes what everyone's keys answer from.
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, jsonify, redirect, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, request, url_for
 from flask_login import current_user, login_required
 
 from app import accounts
@@ -32,7 +32,7 @@ def upload():
     upload = form.archive.data
     try:
         result = accounts.import_workspace_from(
-            accounts.Actor.signed_in(current_user),
+            accounts.Actor.signed_in(current_user, request.remote_addr),
             form.workspace_id.data,
             stream=upload.stream,
             filename=upload.filename or "",
@@ -98,13 +98,13 @@ def index():
 @bp.post("/delete")
 @login_required
 def delete():
-    if not accounts.may_delete_workspaces(accounts.Actor.signed_in(current_user)):
+    if not accounts.may_delete_workspaces(accounts.Actor.signed_in(current_user, request.remote_addr)):
         abort(403)  # before the form: a member learns nothing from it
     form = DeleteWorkspaceForm()
     if not form.validate_on_submit():
         abort(400)
     try:
-        accounts.delete_workspace(accounts.Actor.signed_in(current_user), form.workspace_id.data)
+        accounts.delete_workspace(accounts.Actor.signed_in(current_user, request.remote_addr), form.workspace_id.data)
     except AskError as exc:
         flash(str(exc), "error")
     else:

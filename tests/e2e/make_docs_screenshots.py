@@ -3,7 +3,8 @@
 Starts the real app under gunicorn on a throwaway WORKSPACES_DIR, fills it with a believable team (keys that are
 active, expired and revoked; Askgate's own code as a workspace), and saves
 
-- ``docs/account-security.png``: a key just generated, shown once with its copy button, and the key lists;
+- ``docs/account-security.png``: a limited key just generated, shown once with its copy button, and the key
+  lists with each key's limits (one of them rotated, its old secret in its grace);
 - ``docs/ask.png``: a question about the code, its answer and highlighted sources;
 
 plus dark-mode versions of both under ``tests/e2e/screenshots/`` for review.
@@ -31,10 +32,12 @@ def seed(workspaces: Path) -> None:
     add_user(workspaces, "maria")
     add_user(workspaces, "deploy-bot", admin=False)
     keys = KeyStore(workspaces)
-    keys.create("maria", "laptop", 90)
+    laptop = keys.create("maria", "laptop", 90).record["id"]
+    keys.rotate(laptop, 86_400)  # a day's grace still running: the row says until when the old secret works
     old = keys.create("maria", "staging-2025", 30).record["id"]
     leaked = keys.create("maria", "old-ci", None).record["id"]
-    keys.create("deploy-bot", "release-pipeline", 365)
+    limits = {"scopes": ["ask"], "workspaces": ["askgate"], "rate_limit": 500, "allowed_ips": ["10.20.0.0/16"]}
+    keys.create("deploy-bot", "release-pipeline", 365, limits=limits)
     keys.revoke(leaked)
 
     def expire(data: dict) -> None:
@@ -57,6 +60,10 @@ def capture(page, dark: bool) -> None:
     page.goto("/account/security")
     page.get_by_label("Key name").fill("ci-pipeline")
     page.get_by_label("Expires").select_option("90")
+    page.get_by_label("List workspaces").uncheck()  # it only asks, about one workspace, from the runners' range
+    page.get_by_label("askgate", exact=True).check()
+    page.get_by_label("Requests per hour").fill("100")
+    page.get_by_label("Allowed addresses").fill("10.20.0.0/16")
     page.get_by_role("button", name="Generate key").click()
     expect(page.get_by_label("New API key")).to_be_visible()
     page.evaluate("() => { document.activeElement.blur(); window.getSelection().removeAllRanges(); }")
