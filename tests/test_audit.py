@@ -476,3 +476,36 @@ def test_cli_audit_list(app, workspaces):
         1,
         "Error: since must be a date such as 2026-12-01 or a time such as 2026-12-01T10:00:00Z\n",
     )
+
+
+# -- the admin page -------------------------------------------------------------------------------------------------
+def test_admin_audit_page_filters_pages_and_is_for_admins_only(app, client, auth, workspaces):
+    with app.app_context():
+        operator = accounts.Actor.operator()
+        accounts.create_user(operator, "root", PASSWORD, admin=True)
+        accounts.create_user(operator, "bob", PASSWORD)
+        for n in range(3):
+            accounts.create_key_for(operator, "bob", f"k{n}<b>", None)
+    auth.login("bob")
+    assert client.get("/admin/audit").status_code == 403
+    client.post("/logout", data={"csrf_token": auth.csrf()})
+    auth.login("root")
+    page = client.get("/admin/audit")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert 'aria-current="page">Audit log</a>' in html
+    assert html.count('<td data-label="Action"><code>') == 8  # 2 users, 3 keys, bob in and out, root in
+    assert "k2&lt;b&gt;" in html and "k2<b>" not in html  # names are escaped
+    assert '<td data-label="Address"><code>127.0.0.1</code></td>' in html  # root's sign-in, from the test client
+    html = client.get("/admin/audit", query_string={"action": "key.create", "limit": "2"}).get_data(as_text=True)
+    assert html.count("<code>key.create</code>") == 2 and 'rel="next"' in html
+    older = html.split('rel="next" href="')[1].split('"')[0].replace("&amp;", "&")
+    assert "action=key.create" in older and "limit=2" in older
+    html = client.get(older).get_data(as_text=True)
+    assert html.count("<code>key.create</code>") == 1 and 'rel="next"' not in html and ">Newest</a>" in html
+    assert "k0&lt;b&gt;" in html
+    bad = client.get("/admin/audit", query_string={"since": "last week"})
+    assert bad.status_code == 400
+    assert "since must be a date such as 2026-12-01" in bad.get_data(as_text=True)
+    empty = client.get("/admin/audit", query_string={"actor": "nobody"}).get_data(as_text=True)
+    assert "No events match these filters." in empty

@@ -7,7 +7,7 @@ from functools import wraps
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from app import accounts
+from app import accounts, audit
 from app.accounts import AccountRefused
 from app.services import services
 from app.users.store import UserError
@@ -111,3 +111,32 @@ def reset_password():
             for error in errors:
                 flash(f"Password not reset: {error}", "error")
     return redirect(url_for("admin.users"), 303)
+
+
+@bp.get("/audit")
+@admin_required
+def audit_log():
+    """The audit log, newest first, with the API's filters and paging (a bad filter is a message, not an error)."""
+    args = {name: (request.args.get(name) or "").strip() for name in audit.QUERY_FIELDS}
+    problem, page = None, audit.Page([], None)
+    try:
+        query = audit.make_query(**{name: value or None for name, value in args.items()})
+    except audit.AuditQueryError as exc:
+        problem = str(exc)
+    else:
+        page = accounts.audit_page(_actor(), query)
+    status = 400 if problem else 200
+    filters = {name: value for name, value in args.items() if name not in ("cursor",) and value}
+    return (
+        render_template(
+            "admin_audit.html",
+            events=page.events,
+            next_cursor=page.next_cursor,
+            args=args,
+            filters=filters,
+            actions=audit.ACTIONS,
+            problem=problem,
+            limit_max=audit.LIMIT_MAX,
+        ),
+        status,
+    )
