@@ -148,6 +148,8 @@ class SQLiteUsage:
             conn.close()
 
     def series(self, bucket: str, granularity: str, starts: list[int]) -> dict[int, list[int]]:
+        if not self.path.exists():
+            return {}  # nothing flushed yet: a read creates nothing
         conn = self._connect()
         try:
             found = conn.execute(
@@ -160,6 +162,8 @@ class SQLiteUsage:
         return {row[0]: list(row[1:]) for row in found}
 
     def last_used(self) -> dict[str, LastUse]:
+        if not self.path.exists():
+            return {}
         conn = self._connect()
         try:
             return {b: LastUse(at, ip) for b, at, ip in conn.execute("SELECT bucket, at, ip FROM last_used")}
@@ -168,6 +172,8 @@ class SQLiteUsage:
 
     def days(self, starts: list[int]) -> dict[int, dict[str, list[int]]]:
         """Every bucket's daily counts from ``starts[0]``: day start -> bucket -> counts."""
+        if not self.path.exists():
+            return {}
         conn = self._connect()
         try:
             found = conn.execute(
@@ -260,6 +266,10 @@ def open_store(store_url: str | None, workspaces_dir: Path):
 
         return RedisUsage(redis_client(store_url))
     return SQLiteUsage(Path(workspaces_dir) / FILE_NAME)
+
+
+class UsageUnavailable(Exception):
+    """The usage store cannot be read (a Redis that is away, a damaged or unreadable usage.sqlite3)."""
 
 
 # -- the per-process counters ---------------------------------------------------------------------------------------
@@ -364,12 +374,21 @@ class UsageRecorder:
         """Every period of ``granularity`` (``hour``: 168, ``day``: 90), oldest first, zeros included."""
         self.flush()  # what this process counted shows at once
         starts = period_starts(granularity, now)
-        found = self.store.series(bucket, granularity, starts)
+        try:
+            found = self.store.series(bucket, granularity, starts)
+        except Exception as exc:
+            raise UsageUnavailable(str(exc)) from exc
         return [{"start": iso(s), **dict(zip(OUTCOMES, found.get(s, (0, 0, 0, 0)), strict=True))} for s in starts]
 
     def last_used(self) -> dict[str, LastUse]:
-        """Each bucket's last use: the store's, or this process's if newer and not flushed yet."""
-        found = self.store.last_used()
+        """Each bucket's last use: the store's, or this process's if newer and not flushed yet.
+
+        A store that cannot be read leaves listings with what this process knows (logged), not an error."""
+        try:
+            found = self.store.last_used()
+        except Exception as exc:
+            log.warning("could not read key usage: %s", exc)
+            found = {}
         with self._lock:
             pending = dict(self._last) if self._pid == os.getpid() else {}
         for bucket, use in pending.items():
@@ -381,7 +400,10 @@ class UsageRecorder:
         """The 90 day starts and, for each, every bucket's counts (the admin's overview)."""
         self.flush()
         starts = period_starts("day", now)
-        return starts, self.store.days(starts)
+        try:
+            return starts, self.store.days(starts)
+        except Exception as exc:
+            raise UsageUnavailable(str(exc)) from exc
 
 
 def _flush_every(ref: weakref.ref, wake: threading.Event, seconds: float, pid: int) -> None:

@@ -315,3 +315,17 @@ def test_admin_usage_shows_requests_per_day_and_the_busiest_keys(client, auth):
     assert f'<a href="/account/keys/{key_id}">ci-bot</a>' in page
     assert "ADMIN_API_KEY" in page  # the admin key's own requests are a bucket of their own
     assert '<td data-label="Requests"><strong>4</strong></td>' in page  # ci-bot's 3 OK and 1 denied
+
+
+def test_an_unreadable_usage_store_is_a_503_and_listings_still_work(client, auth, workspaces):
+    auth.create_user("alice")
+    key_id = auth.services.keys.create("alice", "k").record["id"]
+    (workspaces / usage.FILE_NAME).write_bytes(b"this is not a database" * 100)
+    auth.login("alice")
+    broken = client.get(f"/api/keys/{key_id}/usage")
+    assert (broken.status_code, broken.get_json()) == (503, {"error": "Usage store unavailable"})
+    listed = client.get("/api/keys")
+    assert listed.status_code == 200 and listed.get_json()["keys"][0]["last_used_at"] is None
+    page = client.get("/account/security")
+    assert page.status_code == 200 and f'href="/account/keys/{key_id}"' in page.get_data(as_text=True)
+    assert client.get(f"/account/keys/{key_id}").status_code == 503

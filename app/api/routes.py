@@ -264,7 +264,10 @@ def key_usage(key_id: str):
     granularity = request.args.get("granularity", "hour")
     if granularity not in usage.GRANULARITIES:
         raise APIError(400, "granularity must be hour or day")
-    series = services().usage.series(usage.key_bucket(key_id), granularity)
+    try:
+        series = services().usage.series(usage.key_bucket(key_id), granularity)
+    except usage.UsageUnavailable:
+        raise APIError(503, "Usage store unavailable") from None
     return jsonify(key_id=key_id, granularity=granularity, series=series)
 
 

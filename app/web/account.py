@@ -58,9 +58,13 @@ def _page_of(records: list[dict], param: str) -> KeyPage:
     number = min(max(number, 1), pages)  # past the end: the last page, not an empty one
     start = (number - 1) * KEYS_PER_PAGE
     views = usage.key_views(services().usage, records[start : start + KEYS_PER_PAGE])
-    for view in views:  # a 7-day sparkline in each key's row
-        hours = services().usage.series(usage.key_bucket(view["id"]), "hour")
-        view["sparkline"] = charts.sparkline(hours, f"Key {view['name']}")
+    for view in views:  # a 7-day sparkline in each key's row; none while the usage store cannot be read
+        try:
+            hours = services().usage.series(usage.key_bucket(view["id"]), "hour")
+        except usage.UsageUnavailable:
+            view["sparkline"] = None
+        else:
+            view["sparkline"] = charts.sparkline(hours, f"Key {view['name']}")
     active = sum(1 for r in records if key_status(r) == "active")
 
     def link(n: int) -> str | None:
@@ -260,7 +264,10 @@ def key_page(key_id: str):
     if granularity not in usage.GRANULARITIES:
         granularity, problem = "hour", "Show usage by hour or by day: this page shows hours."
     recorder = services().usage
-    series = recorder.series(usage.key_bucket(key_id), granularity)
+    try:
+        series = recorder.series(usage.key_bucket(key_id), granularity)
+    except usage.UsageUnavailable:
+        abort(503)
     (view,) = usage.key_views(recorder, [record])
     totals = {name: sum(row[name] for row in series) for name in usage.OUTCOMES}
     span = "the last 7 days, by hour" if granularity == "hour" else "the last 90 days, by day"

@@ -151,7 +151,10 @@ BUSIEST_DAYS = 7
 @admin_required
 def usage_overview():
     """The instance's requests per day (90 days) and its busiest keys over the last 7 days."""
-    starts, days = services().usage.daily()
+    try:
+        starts, days = services().usage.daily()
+    except usage.UsageUnavailable:
+        abort(503)
     series = []
     for start in starts:
         row = [0, 0, 0, 0]
