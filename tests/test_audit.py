@@ -13,7 +13,9 @@ import pytest
 import requests
 
 from app import accounts, audit, firstrun
+from app.config import ConfigError, load_config
 from app.keys.format import digest
+from app.ratelimits import LimitReached
 from tests.conftest import ADMIN_KEY, CLIENT_KEY, PASSWORD, ROOT, base_env, csrf_from
 
 CLIENT_IP = "203.0.113.9"  # the address a trusted proxy (the test, on 127.0.0.1) forwards
@@ -253,6 +255,17 @@ def test_refused_actions_write_nothing(app, workspaces):
         with pytest.raises(Exception, match="Give the key a name"):
             accounts.create_key_for(accounts.Actor.operator(), "root", "", None)
     assert log_events(workspaces) == before
+
+
+def test_a_throttled_key_creation_writes_nothing(make_app, workspaces):
+    app = make_app(KEY_CREATE_LIMIT="1/hour")
+    admin = accounts.Actor("admin_key", None, True, ip="10.0.0.9")
+    with app.app_context():
+        accounts.create_user(accounts.Actor.operator(), "root", PASSWORD, admin=True)
+        accounts.create_key_for(admin, "root", "first", None)
+        with pytest.raises(LimitReached):
+            accounts.create_key_for(admin, "root", "second", None)
+    assert [e["action"] for e in log_events(workspaces)] == ["user.create", "key.create"]
 
 
 # -- many writers at once ----------------------------------------------------------------------------------------------
@@ -509,3 +522,22 @@ def test_admin_audit_page_filters_pages_and_is_for_admins_only(app, client, auth
     assert "since must be a date such as 2026-12-01" in bad.get_data(as_text=True)
     empty = client.get("/admin/audit", query_string={"actor": "nobody"}).get_data(as_text=True)
     assert "No events match these filters." in empty
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"AUDIT_MAX_BYTES": "10"}, "AUDIT_MAX_BYTES must be at least 4096, got 10"),
+        ({"AUDIT_MAX_BYTES": "10MB"}, "AUDIT_MAX_BYTES must be a whole number, got '10MB'"),
+        ({"AUDIT_MAX_EVENTS": "5"}, "AUDIT_MAX_EVENTS must be at least 100, got 5"),
+    ],
+)
+def test_audit_settings_are_checked_at_start(workspaces, env, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(base_env(workspaces, **env))
+    assert str(caught.value) == message
+
+
+def test_audit_settings_defaults(workspaces):
+    config = load_config(base_env(workspaces))
+    assert (config.audit_max_bytes, config.audit_max_events) == (10 * 1024 * 1024, 100_000)
