@@ -396,7 +396,7 @@ class RedisAuditLog:
 
         upper = _previous_id(before) if before else "+"
         # Entry ids are the server's clock: a minute of slack for hosts whose clocks differ.
-        lower = f"{int(since.timestamp() * 1000) - 60_000}-0" if since else "-"
+        lower = f"{max(0, int(since.timestamp() * 1000) - 60_000)}-0" if since else "-"
         while upper is not None:
             try:
                 batch = self.client.xrevrange(self.key, max=upper, min=lower, count=_REDIS_SCAN)

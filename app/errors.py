@@ -127,7 +127,8 @@ def handle_audit_unavailable(exc: AuditUnavailable):
         return json_error(503, "Audit log unavailable")
     return _page(
         503,
-        "Nothing was changed: the audit log cannot be written, and every change must be recorded there first. "
+        "Nothing was changed: the audit log cannot be written (or read) right now, and every change must be "
+        "recorded there first. "
         "An administrator has been told in the server log.",
         "Audit log unavailable",
     )
