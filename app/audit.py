@@ -19,6 +19,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -340,7 +341,8 @@ class FileAuditLog:
         finally:
             os.close(dir_fd)
 
-    def _newest_first(self) -> Iterator[dict]:
+    def _lines(self) -> Iterator[bytes]:
+        """Every line, newest first, across ``audit.log`` and its rotated files."""
         for path in (self.path, *(self._rotated(n) for n in range(1, KEEP_FILES + 1))):
             try:
                 lines = path.read_bytes().splitlines()
@@ -348,28 +350,55 @@ class FileAuditLog:
                 continue
             except OSError as exc:
                 raise AuditUnavailable(f"{path}: {exc.strerror or exc}") from None
-            for line in reversed(lines):
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    log.warning("skipping a malformed line in %s", path)
-                    continue
-                if isinstance(event, dict) and isinstance(event.get("id"), str):
-                    yield event
+            yield from reversed(lines)
 
     def read(self, query: Query) -> Page:
-        found = self._newest_first()
-        if query.cursor:
-            found = _after(found, query.cursor)
-        return _page(found, query)
+        lines = self._lines()
+        if query.cursor:  # lines are written with the id first: find the cursor's without parsing any
+            marker = b'{"id":"' + query.cursor.encode() + b'"'
+            if not any(line.startswith(marker) for line in lines):
+                return Page([], None)
+        return _page(_parsed(lines, query), query)
 
 
-def _after(found: Iterator[dict], event_id: str) -> Iterator[dict]:
-    """The events after ``event_id`` (older ones); none when it is no longer in the log."""
-    for event in found:
-        if event["id"] == event_id:
-            yield from found
-            return
+def _needles(query: Query) -> tuple[tuple[bytes, ...], bytes | None]:
+    """Bytes every matching line contains (cheap to test before parsing), and the actor's, to find in lower case."""
+    needles = []
+    if query.action:
+        exact = not query.action.endswith(".*")
+        needles.append(
+            b'"action":"' + (query.action if exact else query.action[:-1]).encode() + (b'"' if exact else b"")
+        )
+    if query.target:
+        needles.append(json.dumps(query.target, ensure_ascii=False).encode())
+    actor = None
+    if query.actor and query.actor.isascii():
+        actor = b'"actor":' + json.dumps(query.actor.lower()).encode()
+    return tuple(needles), actor
+
+
+_TIME_RE = re.compile(rb'"time":"([^"]+)"')
+
+
+def _parsed(lines: Iterator[bytes], query: Query) -> Iterator[dict]:
+    """The events of ``lines`` that may match ``query``; stops a minute (for clocks that differ) past ``since``."""
+    needles, actor = _needles(query)
+    stop = query.since - timedelta(minutes=1) if query.since else None
+    for line in lines:
+        if stop is not None:
+            found = _TIME_RE.search(line)
+            moment = _parse_time(found.group(1).decode("ascii", "replace")) if found else None
+            if moment is not None and moment < stop:
+                return
+        if not all(needle in line for needle in needles) or (actor is not None and actor not in line.lower()):
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            log.warning("skipping a malformed line in the audit log")
+            continue
+        if isinstance(event, dict) and isinstance(event.get("id"), str):
+            yield event
 
 
 # -- the Redis stream ---------------------------------------------------------------------------------------------
