@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -89,11 +90,12 @@ _REDIS_SCAN = 1000
 
 
 class AuditUnavailable(Exception):
-    """The event could not be written: the action must not happen."""
+    """The event could not be written: the action must not happen. ``disk_full`` when that is why."""
 
-    def __init__(self, reason: str = "") -> None:
+    def __init__(self, reason: str = "", *, disk_full: bool = False) -> None:
         super().__init__("Audit log unavailable")
         self.reason = reason
+        self.disk_full = disk_full
 
 
 class AuditQueryError(ValueError):
@@ -320,7 +322,8 @@ class FileAuditLog:
                 finally:
                     os.close(fd)
         except OSError as exc:
-            raise AuditUnavailable(f"{self.path}: {exc.strerror or exc}") from None
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise AuditUnavailable(f"{self.path}: {exc.strerror or exc}", disk_full=full) from None
         return event
 
     def _rotate_if_full(self, adding: int) -> None:

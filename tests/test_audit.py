@@ -542,3 +542,21 @@ def test_audit_settings_are_checked_at_start(workspaces, env, message):
 def test_audit_settings_defaults(workspaces):
     config = load_config(base_env(workspaces))
     assert (config.audit_max_bytes, config.audit_max_events) == (10 * 1024 * 1024, 100_000)
+
+
+def test_a_full_disk_refuses_with_507_as_the_stores_do(client, auth, monkeypatch, workspaces):
+    import errno
+
+    auth.create_user("root", admin=True)
+    stores = _bytes(workspaces / "api-keys.json")
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(audit.os, "fsync", disk_full)
+    response = client.post("/api/keys", json={"user": "root", "name": "ci"}, headers={"x-api-key": ADMIN_KEY})
+    assert (response.status_code, response.get_json()) == (
+        507,
+        {"error": "Audit log unavailable: the disk is full. Nothing was changed."},
+    )
+    assert _bytes(workspaces / "api-keys.json") == stores
