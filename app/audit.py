@@ -98,6 +98,10 @@ class AuditUnavailable(Exception):
         self.disk_full = disk_full
 
 
+def _unavailable(path: Path, exc: OSError) -> AuditUnavailable:
+    return AuditUnavailable(f"{path}: {exc.strerror or exc}", disk_full=exc.errno in (errno.ENOSPC, errno.EDQUOT))
+
+
 class AuditQueryError(ValueError):
     """A bad filter, limit or cursor; the message names it."""
 
@@ -299,32 +303,49 @@ class FileAuditLog:
     def _rotated(self, number: int) -> Path:
         return self.path.with_name(f"{FILE_NAME}.{number}")
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
     def record(self, event: dict) -> dict:
-        try:
-            with self._locked():
-                event = {"id": f"{time.time_ns() // 1_000_000:013d}-{secrets.token_hex(4)}", **event}
-                line = (json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
-                self._rotate_if_full(len(line))
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
-                try:
-                    if os.write(fd, line) != len(line):
-                        raise OSError("short write")
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        except OSError as exc:
-            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            raise AuditUnavailable(f"{self.path}: {exc.strerror or exc}", disk_full=full) from None
+        event, finish = self.begin(event)
+        finish(True)
         return event
+
+    def begin(self, event: dict) -> tuple[dict, Callable[[bool], None]]:
+        """Write ``event`` (fsync'd) and keep the lock until ``finish(saved)``: with False, the file is cut back to
+        where it was, so an action whose change could not be saved leaves no event behind."""
+        lock = None
+        try:
+            lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            event = {"id": f"{time.time_ns() // 1_000_000:013d}-{secrets.token_hex(4)}", **event}
+            line = (json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+            self._rotate_if_full(len(line))
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        except OSError as exc:
+            if lock is not None:
+                os.close(lock)
+            raise _unavailable(self.path, exc) from None
+        try:
+            start = os.fstat(fd).st_size
+            written = os.write(fd, line)
+            if written != len(line):
+                os.ftruncate(fd, start)
+                raise OSError(errno.ENOSPC, "short write")
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            os.close(lock)
+            raise _unavailable(self.path, exc) from None
+
+        def finish(saved: bool) -> None:
+            try:
+                if not saved:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, start)
+                        os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.close(lock)  # closing releases the lock
+
+        return event, finish
 
     def _rotate_if_full(self, adding: int) -> None:
         try:
@@ -414,6 +435,10 @@ class RedisAuditLog:
         self.key = key
 
     def record(self, event: dict) -> dict:
+        return self.begin(event)[0]
+
+    def begin(self, event: dict) -> tuple[dict, Callable[[bool], None]]:
+        """Add ``event``; ``finish(False)`` takes it out again (the action's change could not be saved)."""
         import redis
 
         payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
@@ -421,7 +446,14 @@ class RedisAuditLog:
             entry_id = self.client.xadd(self.key, {"e": payload}, maxlen=self.max_events, approximate=True)
         except redis.RedisError as exc:
             raise AuditUnavailable(f"redis stream {self.key}: {exc}") from None
-        return {"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id, **event}
+        entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+        def finish(saved: bool) -> None:
+            if not saved:
+                with contextlib.suppress(redis.RedisError):
+                    self.client.xdel(self.key, entry_id)
+
+        return {"id": entry_id, **event}, finish
 
     def _newest_first(self, before: str | None, since: datetime | None) -> Iterator[dict]:
         import redis
@@ -486,12 +518,11 @@ def open_log(store_url: str | None, workspaces_dir: Path, max_bytes: int, max_ev
 def on_commit(sink, make: Callable[[object, dict], dict | None]) -> Iterator[None]:
     """Record ``make(result, document)`` (an event from :func:`build`, or None for nothing) in ``sink`` when the
     first store change inside the block is checked and about to be saved; if it cannot be, that change raises
-    ``AuditUnavailable`` and is not saved."""
+    ``AuditUnavailable`` and is not saved. If the change is then not saved, the event is taken out again."""
 
-    def hook(result: object, data: dict) -> None:
+    def hook(result: object, data: dict) -> Callable[[bool], None] | None:
         event = make(result, data)
-        if event is not None:
-            sink.record(event)
+        return None if event is None else sink.begin(event)[1]
 
     with documents.commit_hook(hook):
         yield

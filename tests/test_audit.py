@@ -544,6 +544,35 @@ def test_audit_settings_defaults(workspaces):
     assert (config.audit_max_bytes, config.audit_max_events) == (10 * 1024 * 1024, 100_000)
 
 
+def test_an_event_is_taken_out_again_when_the_change_cannot_be_saved(app, workspaces, monkeypatch, redis_db):
+    from app.documents import StoreWriteError, sharedfile
+
+    with app.app_context():
+        accounts.create_user(accounts.Actor.operator(), "root", PASSWORD, admin=True)
+        before = (workspaces / "audit.log").read_bytes()
+
+        def refuse(path, payload):
+            raise StoreWriteError("Could not save api-keys.json: the disk is full. Nothing was changed.")
+
+        monkeypatch.setattr(sharedfile, "atomic_write", refuse)
+        with pytest.raises(StoreWriteError):
+            accounts.create_key_for(accounts.Actor.operator(), "root", "ci", None)
+    assert (workspaces / "audit.log").read_bytes() == before
+    monkeypatch.undo()
+    with app.app_context():  # and the log takes the next event as usual
+        accounts.create_key_for(accounts.Actor.operator(), "root", "ci", None)
+    assert [e["action"] for e in log_events(workspaces)] == ["user.create", "key.create"]
+
+    import redis
+
+    stream = audit.RedisAuditLog(redis.Redis.from_url(redis_db), 1000)
+    kept, finish = stream.begin(_event(1))
+    finish(True)
+    _, finish = stream.begin(_event(2))
+    finish(False)
+    assert [e["id"] for e in stream.read(audit.make_query()).events] == [kept["id"]]
+
+
 def test_a_full_disk_refuses_with_507_as_the_stores_do(client, auth, monkeypatch, workspaces):
     import errno
 
