@@ -316,7 +316,7 @@ class FileAuditLog:
             lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
             fcntl.flock(lock, fcntl.LOCK_EX)
             event = {"id": f"{time.time_ns() // 1_000_000:013d}-{secrets.token_hex(4)}", **event}
-            line = (json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+            line = (json.dumps(event, separators=(",", ":")) + "\n").encode("ascii")  # JSON escapes: any name fits
             self._rotate_if_full(len(line))
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
         except OSError as exc:
@@ -394,7 +394,7 @@ def _needles(query: Query) -> tuple[tuple[bytes, ...], bytes | None]:
             b'"action":"' + (query.action if exact else query.action[:-1]).encode() + (b'"' if exact else b"")
         )
     if query.target:
-        needles.append(json.dumps(query.target, ensure_ascii=False).encode())
+        needles.append(json.dumps(query.target).encode())
     actor = None
     if query.actor and query.actor.isascii():
         actor = b'"actor":' + json.dumps(query.actor.lower()).encode()
@@ -441,7 +441,7 @@ class RedisAuditLog:
         """Add ``event``; ``finish(False)`` takes it out again (the action's change could not be saved)."""
         import redis
 
-        payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        payload = json.dumps(event, separators=(",", ":"))
         try:
             entry_id = self.client.xadd(self.key, {"e": payload}, maxlen=self.max_events, approximate=True)
         except redis.RedisError as exc:

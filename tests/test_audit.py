@@ -589,3 +589,16 @@ def test_a_full_disk_refuses_with_507_as_the_stores_do(client, auth, monkeypatch
         {"error": "Audit log unavailable: the disk is full. Nothing was changed."},
     )
     assert _bytes(workspaces / "api-keys.json") == stores
+
+
+def test_names_no_encoding_can_hold_are_logged_escaped_and_found(app, workspaces):
+    """A name from an old store may hold a lone surrogate: the event still is one ASCII line, and a filter finds it."""
+    operator = accounts.Actor.operator()
+    with app.app_context():
+        log = app.extensions["askgate"].audit
+        event = _event(1)
+        event["target"]["name"] = "evil\ud800na\u202eme"
+        log.record(event)
+        found = accounts.audit_page(operator, audit.make_query(target="evil\ud800na\u202eme")).events
+    assert [e["target"]["name"] for e in found] == ["evil\ud800na\u202eme"]
+    assert "\\ud800" in (workspaces / "audit.log").read_text(encoding="ascii")
