@@ -70,3 +70,10 @@ def when_ready(server):
     message = setup_message(_config.workspaces_dir, host, port, users, scheme)
     if message:
         server.log.warning(message)
+
+
+def worker_exit(server, worker):
+    """A worker stopping gracefully adds the key usage it counted since the last flush (app/usage.py)."""
+    from app import usage
+
+    usage.flush_all()

@@ -1,8 +1,8 @@
 """Every account action, once: the pages, the API and the command line all call these.
 
 Each function checks the rule, changes the store and returns what happened; the acting ``Actor`` is passed in
-(signing in, the user signing out). Nothing else writes the key and user stores, but for their own bookkeeping:
-a key's ``last_used_at`` and a session's last use, written as a side effect of reading them.
+(signing in, the user signing out). Nothing else writes the key and user stores, but for the user store's own
+bookkeeping: a session's last use, written as a side effect of reading it (a key's last use is in app/usage.py).
 A refusal is an ``AccountRefused`` (its ``status`` says which kind); invalid names and passwords stay the
 stores' own ``UserError`` and ``KeyRequestError``, the key-creation throttle ``LimitReached``. No Flask ``request``
 here: the caller says who is acting, and from which address.

@@ -62,6 +62,7 @@ class Config:
     index_dir: Path | None = None  # None: WORKSPACES_DIR/.index
     audit_max_bytes: int = 10 * 1024 * 1024  # audit.log rotates at this size (files store)
     audit_max_events: int = 100_000  # the audit stream's approximate cap (Redis store)
+    usage_flush_seconds: int = 10  # how often each process adds its key usage counts to the store
 
     def flask_settings(self) -> dict:
         """The subset Flask and its extensions read from ``app.config``."""
@@ -400,6 +401,7 @@ def load_config(env: dict | None = None) -> Config:
         index_dir=_index_dir(env, workspaces_dir),
         audit_max_bytes=_int(env, "AUDIT_MAX_BYTES", 10 * 1024 * 1024, minimum=4096),
         audit_max_events=_int(env, "AUDIT_MAX_EVENTS", 100_000, minimum=100),
+        usage_flush_seconds=_int(env, "USAGE_FLUSH_SECONDS", 10, minimum=1),
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
-from app import audit
+from app import audit, usage
 from app.ask import indexdb
 from app.ask.llm import LLMSettings
 from app.config import Config
@@ -31,6 +31,7 @@ class Services:
     limits: ClientLimits
     session_cookie: str
     audit: object = None  # app.audit.FileAuditLog or RedisAuditLog
+    usage: usage.UsageRecorder | None = None  # each key's requests, counted per process and flushed (app.usage)
     principals: dict = field(default_factory=dict)  # the auth hook's cache, see app.auth.principal
 
 
@@ -62,6 +63,9 @@ def init_services(app: Flask, config: Config, limiter_storage=None) -> Services:
         ),
         session_cookie=app.config["SESSION_COOKIE_NAME"],
         audit=audit.open_log(config.store_url, config.workspaces_dir, config.audit_max_bytes, config.audit_max_events),
+        usage=usage.UsageRecorder(
+            usage.open_store(config.store_url, config.workspaces_dir), config.usage_flush_seconds
+        ),
     )
     app.extensions[EXTENSION_NAME] = svc
     return svc

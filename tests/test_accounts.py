@@ -252,8 +252,8 @@ def test_workspaces_replaced_and_deleted_only_by_admins(svc, workspaces, tmp_pat
     assert not (workspaces / "shop").exists()
 
 
-# The stores' methods that change them. ``mark_used`` (a key's last_used_at) is the key store's own bookkeeping,
-# done by the API guard as it reads a key, like a session's last use inside ``UserStore.session_alive``.
+# The stores' methods that change them. A session's last use is the user store's own bookkeeping, inside
+# ``UserStore.session_alive``; a key's last use is not in the key store at all (app/usage.py).
 STORE_WRITES = {
     "users": {"create", "set_password", "set_disabled", "set_role", "start_session", "end_session"},
     "keys": {"create", "revoke", "revoke_owner", "delete"},

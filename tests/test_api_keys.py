@@ -21,6 +21,7 @@ LISTED_FIELDS = {
     "expires_at",
     "revoked_at",
     "last_used_at",
+    "last_used_ip",
     "status",
     "is_active",
     "scopes",

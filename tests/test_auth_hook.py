@@ -479,18 +479,21 @@ def test_key_requests_need_no_csrf_token(client, auth):
 
 
 # -- last use and the log -------------------------------------------------------------------------------------
-def test_last_used_is_recorded_without_a_write_per_request(client, auth):
+def test_last_use_shows_in_listings_without_writing_the_key_store(client, auth):
     auth.create_user("alice")
     new = auth.services.keys.create("alice", "k")
     path = auth.services.keys.file.path
-    assert whoami(client, xkey(new.key)).status_code == 200
-    used = json.loads(path.read_text())["keys"][0]["last_used_at"]
-    assert used is not None
-    inode = os.stat(path).st_ino
-    for _ in range(5):
+    before, stat = path.read_bytes(), os.stat(path)
+    generation = auth.services.keys.generation
+    for _ in range(20):
         assert whoami(client, xkey(new.key)).status_code == 200
-    assert os.stat(path).st_ino == inode
-    assert json.loads(path.read_text())["keys"][0]["last_used_at"] == used
+    auth.login("alice")
+    listed = client.get("/api/keys").get_json()["keys"][0]
+    assert listed["last_used_ip"] == "127.0.0.1"
+    assert listed["last_used_at"] is not None
+    assert path.read_bytes() == before
+    assert (os.stat(path).st_ino, os.stat(path).st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    assert auth.services.keys.generation == generation  # no process's key cache was invalidated by use
 
 
 def test_requests_do_not_parse_unchanged_store_files(client, auth, monkeypatch):

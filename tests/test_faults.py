@@ -21,6 +21,8 @@ import requests
 
 from app.keys.store import KeyStore
 from app.keys.store import _validate as validate_key_document
+from app.usage import FILE_NAME as USAGE_FILE
+from app.usage import SQLiteUsage
 from app.users.store import UserStore
 from tests.conftest import ADMIN_KEY, PASSWORD, ROOT, base_env
 from tests.fake_llm import ANSWER, FakeLLM
@@ -432,7 +434,7 @@ def test_sigterm_lets_an_in_flight_ask_finish_and_keeps_last_use(start_server, w
     assert outcome["seconds"] >= 1.9  # it really waited for the slow model
     assert exit_code == 0, server.log()[-2000:]
     assert "Handling signal: term" in server.log()
-    record = KeyStore(workspaces).get(idle.record["id"])
-    assert record["last_used_at"] is not None, "a use just before SIGTERM was lost"
-    last_used = datetime.fromisoformat(record["last_used_at"].replace("Z", "+00:00"))
+    use = SQLiteUsage(workspaces / USAGE_FILE).last_used().get("key:" + idle.record["id"])
+    assert use is not None, "a use just before SIGTERM was lost"
+    last_used = datetime.fromtimestamp(use.at, UTC)
     assert used_from - timedelta(seconds=1) <= last_used <= datetime.now(UTC)

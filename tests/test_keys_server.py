@@ -293,16 +293,21 @@ def test_a_version_1_store_is_upgraded_by_the_server_on_its_first_write(request,
         assert check is None  # store check: a version-1 store is fine as it is
         assert stored("api-keys.json") == text.encode()  # starting and reading change nothing
 
-        body = whoami(server, raw).json()  # the first use writes last_used_at: the first write
+        body = whoami(server, raw).json()
         assert limits_of(body["key"]) == {
             "scopes": ["ask", "workspaces:read"],
             "workspaces": None,
             "rate_limit": None,
             "allowed_ips": None,
         }
+        assert stored("api-keys.json") == text.encode()  # a use writes nothing to the key store (app/usage.py)
+        renamed = requests.patch(
+            server.url + "/api/keys/key_00000000000000aa", json={"name": "from-v1"}, headers=ADMIN, timeout=10
+        )
+        assert renamed.status_code == 200  # the first write
         upgraded = json.loads(stored("api-keys.json"))
         assert upgraded["version"] == 2
-        assert upgraded["keys"][0]["last_used_at"] is not None
+        assert upgraded["keys"][0]["last_used_at"] is None  # kept in the schema, never written by a use
         assert upgraded["keys"][0]["scopes"] == ["ask", "workspaces:read"]
         assert upgraded["keys"][0]["previous_digest"] is None
         assert stored("api-keys.json:bak") == text.encode()  # the .bak keeps the old version...

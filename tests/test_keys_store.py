@@ -7,14 +7,12 @@ import multiprocessing
 import os
 import re
 import stat
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-import app.documents.sharedfile as sharedfile
 from app.documents.sharedfile import StoreUnavailable
 from app.keys.format import digest
 from app.keys.store import KeyRequestError, KeyStore, iso, key_status, parse_iso, public_view
@@ -217,51 +215,6 @@ def test_a_revocation_by_another_process_is_seen_on_the_next_lookup(store, tmp_p
     proc.join(30)
     assert proc.exitcode == 0
     assert key_status(store.lookup(new.key)) == "revoked"
-
-
-def test_last_used_is_written_once_a_minute_not_per_request(store, tmp_path):
-    new = store.create("alice", "k")
-    now = datetime.now(UTC).replace(microsecond=0)
-    store.mark_used(store.lookup(new.key), now)
-    assert _file(store)["keys"][0]["last_used_at"] == iso(now)
-    inode = os.stat(store.file.path).st_ino
-
-    for seconds in (1, 30, 59):
-        store.mark_used(store.lookup(new.key), now + timedelta(seconds=seconds))
-    other_process = KeyStore(tmp_path)
-    other_process.mark_used(other_process.lookup(new.key), now + timedelta(seconds=59))
-    assert os.stat(store.file.path).st_ino == inode  # no rewrite at all
-    assert _file(store)["keys"][0]["last_used_at"] == iso(now)
-
-    later = KeyStore(tmp_path)
-    later.mark_used(later.lookup(new.key), now + timedelta(seconds=61))
-    assert _file(store)["keys"][0]["last_used_at"] == iso(now + timedelta(seconds=61))
-
-
-def test_threads_racing_on_a_stale_record_write_last_use_once(store, monkeypatch):
-    new = store.create("alice", "k")
-    record = store.lookup(new.key)  # every thread holds this same, never-used record
-    writes: list[str] = []
-    real_write = sharedfile.atomic_write
-
-    def counting_write(path, payload):
-        writes.append(Path(path).name)
-        real_write(path, payload)
-
-    monkeypatch.setattr(sharedfile, "atomic_write", counting_write)
-    start = threading.Barrier(8)
-
-    def use() -> None:
-        start.wait()
-        store.mark_used(record)
-
-    threads = [threading.Thread(target=use) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert writes.count("api-keys.json") == 1
-    assert _file(store)["keys"][0]["last_used_at"] is not None
 
 
 def test_a_corrupt_file_fails_closed_and_key_creation_reports_it(store):

@@ -118,7 +118,16 @@ KEY_VIEW = {
     "created_at": TIMESTAMP,
     "expires_at": NULLABLE_TIMESTAMP,
     "revoked_at": NULLABLE_TIMESTAMP,
-    "last_used_at": NULLABLE_TIMESTAMP,
+    "last_used_at": {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "When the key was last accepted (to within USAGE_FLUSH_SECONDS across processes); "
+        "null if never.",
+    },
+    "last_used_ip": {
+        "type": ["string", "null"],
+        "description": "The address it was last used from; null if never used (or last used before Askgate kept it).",
+    },
     **KEY_LIMITS,
     "previous_expires_at": {
         "type": ["string", "null"],
@@ -314,6 +323,33 @@ SCHEMAS = {
     ),
 }
 _NULLABLE_TEXT = {"type": ["string", "null"]}
+_COUNT = {"type": "integer", "minimum": 0}
+SCHEMAS["KeyUsage"] = _object(
+    {
+        "key_id": {"type": "string"},
+        "granularity": {"type": "string", "enum": ["hour", "day"]},
+        "series": {
+            "type": "array",
+            "description": "Every period, oldest first, the current one last, zeros included: 168 hours or 90 days.",
+            "items": _object(
+                {
+                    "start": {**TIMESTAMP, "description": "The period's start (UTC)."},
+                    "ok": {**_COUNT, "description": "2xx answers."},
+                    "client_error": {**_COUNT, "description": "Other 4xx answers."},
+                    "rate_limited": {**_COUNT, "description": "429 answers."},
+                    "denied": {
+                        **_COUNT,
+                        "description": "401/403 the key caused: revoked, expired, disabled owner, scope, workspace, "
+                        "address.",
+                    },
+                },
+                additionalProperties=False,
+            ),
+        },
+    },
+    additionalProperties=False,
+    description="A key's requests per period. Each process adds its counts every USAGE_FLUSH_SECONDS.",
+)
 SCHEMAS["AuditEvent"] = _object(
     {
         "id": {"type": "string", "description": "Unique; newest events come first."},
@@ -633,6 +669,26 @@ def build_document() -> dict:
                 operation_id="rotateKey",
             )
         },
+    }
+    paths["/api/keys/{key_id}/usage"] = {
+        "get": _operation(
+            "A key's requests per hour (last 7 days) or per day (last 90 days)",
+            _ok("KeyUsage"),
+            errors=("400", "404"),
+            parameters=[
+                KEY_ID,
+                {
+                    "name": "granularity",
+                    "in": "query",
+                    "required": False,
+                    "description": "hour (168 periods, the default) or day (90 periods).",
+                    "schema": {"type": "string", "enum": ["hour", "day"], "default": "hour"},
+                },
+            ],
+            description="The key's owner (session) or an admin (session or admin key); other users' keys are 404, "
+            "dashboard and client keys 403. 400 for another granularity.",
+            operation_id="getKeyUsage",
+        )
     }
     paths["/api/audit"] = {
         "get": _operation(

@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 from flask import g, jsonify, request
 
-from app import accounts, audit, bodylimit
+from app import accounts, audit, bodylimit, usage
 from app.accounts import AccountRefused
 from app.answer_html import render_result
 from app.api import bp
@@ -22,7 +22,7 @@ from app.errors import APIError, json_error
 from app.extensions import limiter
 from app.inputs import QUESTION_MAX, ROTATE_GRACE_DEFAULT, TOP_K_DEFAULT, WORKSPACE_ID_MAX
 from app.keys.limits import LIMIT_FIELDS
-from app.keys.store import CHANGEABLE_FIELDS, KeyRequestError, public_view
+from app.keys.store import CHANGEABLE_FIELDS, KeyRequestError
 from app.names import name_problem
 from app.ratelimits import LimitReached
 from app.services import services
@@ -182,7 +182,7 @@ def _actor() -> accounts.Actor:
 
 @bp.get("/keys")
 def list_keys():
-    return jsonify(keys=[public_view(r) for r in accounts.visible_keys(_actor())])
+    return jsonify(keys=usage.key_views(services().usage, accounts.visible_keys(_actor())))
 
 
 NEW_KEY_FIELDS = ("name", "expires_in_days", "user", *LIMIT_FIELDS)
@@ -243,7 +243,7 @@ def update_key(key_id: str):
         record = accounts.update_key(actor, key_id, changes)
     if active is False:
         record = accounts.revoke_key(actor, key_id)
-    return jsonify(public_view(record))
+    return jsonify(usage.key_views(services().usage, [record])[0])
 
 
 @bp.post("/keys/<key_id>/rotate")
@@ -254,7 +254,18 @@ def rotate_key(key_id: str):
     body = json_body() if request.get_data() else {}
     _refuse_unknown(body, ("grace_seconds",))
     new = accounts.rotate_key(actor, key_id, body.get("grace_seconds", ROTATE_GRACE_DEFAULT))
-    return _new_secret({**public_view(new.record), "key": new.key})
+    return _new_secret({**usage.key_views(services().usage, [new.record])[0], "key": new.key})
+
+
+@bp.get("/keys/<key_id>/usage")
+def key_usage(key_id: str):
+    """The key's requests per hour (the last 168) or per day (the last 90), every period present."""
+    accounts.find_key(_actor(), key_id)  # its owner (session) or an admin; anyone else: 404
+    granularity = request.args.get("granularity", "hour")
+    if granularity not in usage.GRANULARITIES:
+        raise APIError(400, "granularity must be hour or day")
+    series = services().usage.series(usage.key_bucket(key_id), granularity)
+    return jsonify(key_id=key_id, granularity=granularity, series=series)
 
 
 @bp.delete("/keys/<key_id>")

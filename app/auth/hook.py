@@ -9,8 +9,9 @@ import time
 
 from flask import Blueprint, Response, g, request
 
+from app import usage
 from app.auth import keyrules
-from app.auth.principal import AuthFailure, current_principal
+from app.auth.principal import AuthFailure, Principal, current_principal
 from app.errors import json_error
 from app.extensions import csrf, limiter
 from app.services import services
@@ -69,6 +70,7 @@ def finish_api(response: Response) -> Response:
         outcome = g.get("key_refusal", "ok")
     else:
         outcome = "ok"
+    _count_use(principal, result, status)
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "event": "api_auth",
@@ -85,6 +87,21 @@ def finish_api(response: Response) -> Response:
     if access_log.isEnabledFor(logging.INFO):
         write_access_line(json.dumps(entry, separators=(",", ":")))
     return response
+
+
+def _count_use(principal: Principal | None, result: AuthFailure | Principal, status: int) -> None:
+    """Add the request to its key's usage (app.usage): sessions and unknown keys are no key's use."""
+    if principal is not None:
+        if principal.auth_method == "session":
+            return
+        bucket, used, refused = principal.bucket, True, "key_refusal" in g
+    elif result.key_id is not None:
+        bucket, used, refused = usage.key_bucket(result.key_id), False, True
+    else:
+        return
+    outcome = usage.outcome_of(status, refused)
+    if outcome is not None:
+        services().usage.count(bucket, outcome, request.remote_addr, used)
 
 
 def write_access_line(line: str) -> None:

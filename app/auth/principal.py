@@ -11,7 +11,7 @@ from flask import Request, g, request
 from flask_login import current_user
 
 from app.auth.keyrules import KeyRules, rules_for
-from app.documents.sharedfile import StoreUnavailable, StoreWriteError
+from app.documents.sharedfile import StoreUnavailable
 from app.keys.format import is_well_formed
 from app.keys.limits import LIMIT_FIELDS
 from app.keys.store import key_status, parse_iso
@@ -53,6 +53,7 @@ class AuthFailure:
     message: str
     outcome: str  # for the log line
     headers: dict | None = None
+    key_id: str | None = None  # a dashboard key refused for its own state (revoked, expired, owner disabled)
 
 
 def presented_key(req: Request) -> str | None:
@@ -83,12 +84,12 @@ def _constant_time_equal(candidate: bytes, secret: bytes) -> bool:
     return hmac.compare_digest(candidate, secret)
 
 
-def _failure(ip: str, status: str) -> AuthFailure:
+def _failure(ip: str, status: str, key_id: str | None = None) -> AuthFailure:
     """A wrong, revoked or expired key: count it against the IP; over the limit it is a 429."""
     throttled = services().limits.record_failure(ip)
     if throttled is not None:
-        return AuthFailure(429, "Rate limit exceeded", "throttled", headers=throttled)
-    return AuthFailure(401, "Invalid API key", status)
+        return AuthFailure(429, "Rate limit exceeded", "throttled", headers=throttled, key_id=key_id)
+    return AuthFailure(401, "Invalid API key", status, key_id=key_id)
 
 
 def resolve_principal(req: Request) -> Principal | AuthFailure:
@@ -152,10 +153,10 @@ def _dashboard_principal(record: dict, ip: str) -> Principal | AuthFailure:
     else:
         status = key_status(record)
         if status != "active":
-            return _failure(ip, status)
+            return _failure(ip, status, record["id"])
         owner = svc.users.get(record["owner"])
         if owner is None or owner.disabled:
-            return _failure(ip, "owner_disabled")
+            return _failure(ip, "owner_disabled", record["id"])
         principal = Principal(
             "dashboard_key",
             owner.username,
@@ -174,11 +175,7 @@ def _dashboard_principal(record: dict, ip: str) -> Principal | AuthFailure:
             expires.timestamp() if expires else _NEVER,
             principal,
         )
-    try:
-        svc.keys.mark_used(record)
-    except (StoreUnavailable, StoreWriteError) as exc:
-        log.warning("could not record last use of key %s: %s", record["id"], exc)
-    return principal
+    return principal  # its use is counted, with its last use, after the response (app.usage)
 
 
 def current_principal() -> Principal | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ FILE_NAME = "api-keys.json"
 # a version-1 file loads with the defaults and is written as version 2 on its first change (its .bak keeps it).
 SCHEMA_VERSION = 2
 OLDER_VERSIONS = (1,)
-# last_used_at is written at most this often per key: accurate to about a minute, not a write per request.
-LAST_USED_RESOLUTION = timedelta(seconds=60)
 RECORD_FIELDS = (
     "id",
     "name",
@@ -34,6 +31,8 @@ RECORD_FIELDS = (
     "created_at",
     "expires_at",
     "revoked_at",
+    # Kept so that existing files and `store check`/migrate read as before: new keys write null and nothing
+    # updates it; a key's last use lives in the usage store (app/usage.py), and listings show it from there.
     "last_used_at",
     *LIMIT_FIELDS,
     "previous_digest",  # the SHA-256 of the secret a rotation replaced, accepted until previous_expires_at
@@ -160,8 +159,6 @@ class KeyStore:
         self._by_digest: dict[str, dict] = {}
         self._by_id: dict[str, dict] = {}
         self._by_previous: dict[str, tuple[float, dict]] = {}  # previous digest -> (grace end, epoch; record)
-        self._next_touch: dict[str, float] = {}  # key id -> monotonic time its next write may happen
-        self._touch_lock = threading.Lock()
         self.generation = 0  # moves on every reload: lets callers cache what they derive from records
         self.file = open_document(
             FILE_NAME,
@@ -342,31 +339,6 @@ class KeyStore:
             return len(data["keys"]) != before
 
         return self.file.update(change)
-
-    def mark_used(self, record: dict, now: datetime | None = None) -> None:
-        """Record a use, writing the file at most about once a minute per key across all processes."""
-        key_id = record["id"]
-        mono = time.monotonic()
-        if mono < self._next_touch.get(key_id, 0.0):
-            return  # the hot path: one dict lookup
-        with self._touch_lock:  # one thread of this process writes; the others see the gate closed
-            if mono < self._next_touch.get(key_id, 0.0):
-                return
-            self._next_touch[key_id] = mono + LAST_USED_RESOLUTION.total_seconds()
-        now = now or utcnow()
-        last = parse_iso(record.get("last_used_at"))
-        if last and now - last < LAST_USED_RESOLUTION:
-            # Another process wrote it recently; look again when that minute is over.
-            self._next_touch[key_id] = mono + (LAST_USED_RESOLUTION - (now - last)).total_seconds()
-            return
-        stamp = iso(now)
-
-        def change(data: dict) -> None:
-            for rec in data["keys"]:
-                if rec["id"] == key_id:
-                    rec["last_used_at"] = stamp
-
-        self.file.update(change)
 
 
 def check_changeable(changes: dict) -> None:

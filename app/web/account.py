@@ -10,7 +10,7 @@ from flask import Blueprint, abort, flash, make_response, redirect, render_templ
 from flask_login import current_user, login_required, login_user
 from wtforms import SelectChoice
 
-from app import accounts
+from app import accounts, audit, usage
 from app.accounts import AccountRefused
 from app.ask.workspaces import workspace_states
 from app.inputs import KEY_RATE_LIMIT_ADMIN_MAX
@@ -18,6 +18,7 @@ from app.keys.store import KeyRequestError, key_status, public_view
 from app.ratelimits import LimitReached
 from app.services import services
 from app.users.store import UserError
+from app.web import charts
 from app.web.forms import ChangePasswordForm, NewKeyForm, RevokeKeyForm, RotateKeyForm
 
 bp = Blueprint("account", __name__, url_prefix="/account")
@@ -56,7 +57,10 @@ def _page_of(records: list[dict], param: str) -> KeyPage:
     number = int(raw) if raw.isdigit() else 1
     number = min(max(number, 1), pages)  # past the end: the last page, not an empty one
     start = (number - 1) * KEYS_PER_PAGE
-    views = [public_view(r) for r in records[start : start + KEYS_PER_PAGE]]
+    views = usage.key_views(services().usage, records[start : start + KEYS_PER_PAGE])
+    for view in views:  # a 7-day sparkline in each key's row
+        hours = services().usage.series(usage.key_bucket(view["id"]), "hour")
+        view["sparkline"] = charts.sparkline(hours, f"Key {view['name']}")
     active = sum(1 for r in records if key_status(r) == "active")
 
     def link(n: int) -> str | None:
@@ -238,3 +242,51 @@ def change_password():
             flash("Password changed. Your other sessions are signed out.", "success")
             return redirect(url_for("account.security"), 303)
     return _render(password_form=form), 400
+
+
+KEY_AUDIT_EVENTS = 50
+
+
+@bp.get("/keys/<key_id>")
+@login_required
+def key_page(key_id: str):
+    """One key: its requests by hour (7 days) or by day (90 days), totals, last use, and its audit events."""
+    actor = accounts.Actor.signed_in(current_user, request.remote_addr)
+    try:
+        record = accounts.find_key(actor, key_id)  # the owner or an admin; anyone else: not found
+    except AccountRefused:
+        abort(404)
+    granularity, problem = request.args.get("granularity", "hour"), None
+    if granularity not in usage.GRANULARITIES:
+        granularity, problem = "hour", "Show usage by hour or by day: this page shows hours."
+    recorder = services().usage
+    series = recorder.series(usage.key_bucket(key_id), granularity)
+    (view,) = usage.key_views(recorder, [record])
+    totals = {name: sum(row[name] for row in series) for name in usage.OUTCOMES}
+    span = "the last 7 days, by hour" if granularity == "hour" else "the last 90 days, by day"
+    page = render_template(
+        "account_key.html",
+        problem=problem,
+        key=view,
+        granularity=granularity,
+        series=series,
+        chart=charts.bar_chart(series, f"Requests with key {record['name']} in {span}"),
+        peak=max(charts.total(row) for row in series),
+        span=span,
+        totals=totals,
+        outcome_labels=charts.OUTCOME_LABELS,
+        series_classes=charts.SERIES_CLASSES,
+        events=_key_events(key_id),
+        flush_seconds=recorder.flush_seconds,
+    )
+    return page, 400 if problem else 200
+
+
+def _key_events(key_id: str) -> list[dict] | None:
+    """The key's audit events, newest first (None when the log cannot be read)."""
+    try:
+        page = services().audit.read(audit.make_query(target=key_id, limit=KEY_AUDIT_EVENTS))
+    except audit.AuditUnavailable:
+        return None
+    # A target filter also matches a name: keep only this key's own events.
+    return [event for event in page.events if (event.get("target") or {}).get("id") == key_id]

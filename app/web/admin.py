@@ -7,10 +7,11 @@ from functools import wraps
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from app import accounts, audit
+from app import accounts, audit, usage
 from app.accounts import AccountRefused
 from app.services import services
 from app.users.store import UserError
+from app.web import charts
 from app.web.forms import AddUserForm, ResetPasswordForm, UserActionForm
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -140,3 +141,60 @@ def audit_log():
         ),
         status,
     )
+
+
+BUSIEST_SHOWN = 20
+BUSIEST_DAYS = 7
+
+
+@bp.get("/usage")
+@admin_required
+def usage_overview():
+    """The instance's requests per day (90 days) and its busiest keys over the last 7 days."""
+    starts, days = services().usage.daily()
+    series = []
+    for start in starts:
+        row = [0, 0, 0, 0]
+        for counts in days.get(start, {}).values():
+            row = [a + b for a, b in zip(row, counts, strict=True)]
+        series.append({"start": usage.iso(start), **dict(zip(usage.OUTCOMES, row, strict=True))})
+    by_bucket: dict[str, list[int]] = {}
+    for start in starts[-BUSIEST_DAYS:]:
+        for bucket, counts in days.get(start, {}).items():
+            mine = by_bucket.setdefault(bucket, [0, 0, 0, 0])
+            by_bucket[bucket] = [a + b for a, b in zip(mine, counts, strict=True)]
+    busiest = sorted(by_bucket.items(), key=lambda item: (-sum(item[1]), item[0]))[:BUSIEST_SHOWN]
+    last = services().usage.last_used()
+    rows = [
+        {
+            **_bucket_label(bucket),
+            **dict(zip(usage.OUTCOMES, counts, strict=True)),
+            "total": sum(counts),
+            "last_used": last.get(bucket),
+        }
+        for bucket, counts in busiest
+    ]
+    return render_template(
+        "admin_usage.html",
+        series=series,
+        chart=charts.bar_chart(series, "Requests with keys on this instance in the last 90 days, by day"),
+        peak=max(charts.total(row) for row in series),
+        span="the last 90 days, by day",
+        outcome_labels=charts.OUTCOME_LABELS,
+        series_classes=charts.SERIES_CLASSES,
+        busiest=rows,
+        busiest_days=BUSIEST_DAYS,
+    )
+
+
+def _bucket_label(bucket: str) -> dict:
+    """What the busiest-keys table shows for a bucket: a dashboard key's name and owner, or which env key."""
+    if bucket.startswith(usage.KEY_BUCKET_PREFIX):
+        key_id = bucket[len(usage.KEY_BUCKET_PREFIX) :]
+        record = services().keys.get(key_id)
+        if record is None:
+            return {"name": f"deleted key {key_id}", "owner": None, "key_id": None}
+        return {"name": record["name"], "owner": record["owner"], "key_id": key_id}
+    if bucket == "env:admin":
+        return {"name": "ADMIN_API_KEY", "owner": None, "key_id": None}
+    return {"name": f"a VALID_API_KEYS key ({bucket})", "owner": None, "key_id": None}

@@ -5,9 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 from flask_login import current_user, login_required
 
-from app import accounts
+from app import accounts, usage
 from app.ask.workspaces import list_workspaces
-from app.keys.store import public_view
 from app.services import services
 from app.web.forms import DeleteWorkspaceForm, UploadWorkspaceForm
 
@@ -18,7 +17,7 @@ bp = Blueprint("dashboard", __name__)
 @login_required
 def home():
     actor = accounts.Actor.signed_in(current_user)
-    keys = [public_view(r) for r in services().keys.list(current_user.username)]
+    keys = usage.key_views(services().usage, services().keys.list(current_user.username))
     return render_template(
         "dashboard.html",
         keys=keys,

@@ -107,6 +107,10 @@ def test_a_limited_key_is_created_rotated_and_its_row_shows_the_limits(live_serv
     expect(row.locator(".grace")).to_have_text(GRACE_RE)
     assert limits_of(row) == expected
     shoot(page, f"3b-rotated-{scheme}")
+    # At desktop size the key table fits: Rotate… and Revoke need no sideways scrolling.
+    assert page.evaluate(
+        "() => [...document.querySelectorAll('.table-wrap')].map(w => w.scrollWidth - w.clientWidth)"
+    ) == [0]
 
     # At phone size the row still reads: every limit and the grace line visible, nothing cut off.
     page.set_viewport_size(PHONE)
