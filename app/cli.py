@@ -183,7 +183,7 @@ def key_rotate(key_id: str, grace_seconds: int) -> None:
 @click.option("--user", "username", default=None, help="Only this user's keys.")
 @_guard
 def key_list(username: str | None) -> None:
-    """List keys (never the keys themselves)."""
+    """List keys (never the keys themselves), with their limits: scopes, workspaces, hourly limit, addresses."""
     for r in services().keys.list(username):
         click.echo(
             "\t".join(
@@ -195,6 +195,10 @@ def key_list(username: str | None) -> None:
                     key_status(r),
                     r["created_at"],
                     r["expires_at"] or "never",
+                    ",".join(r["scopes"]),
+                    ",".join(r["workspaces"]) if r["workspaces"] else "all-workspaces",
+                    f"{r['rate_limit']}/hour" if r["rate_limit"] else "API_RATE_LIMIT",
+                    ",".join(r["allowed_ips"]) if r["allowed_ips"] else "any-address",
                 ]
             )
         )

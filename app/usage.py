@@ -272,7 +272,15 @@ def flush_all() -> None:
         recorder.flush()
 
 
+def _after_fork_in_child() -> None:
+    for recorder in list(_recorders):
+        # Locks a parent's thread held at the fork would stay held in the child: fresh ones.
+        recorder._lock, recorder._flush_lock = threading.Lock(), threading.Lock()
+        recorder._running = False  # the child's first count starts its own thread (the parent's is not copied)
+
+
 atexit.register(flush_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class UsageRecorder:
@@ -286,12 +294,13 @@ class UsageRecorder:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._pid: int | None = None
+        self._running = False  # this process's flushing thread is started (reset in a forked child)
         self._wake = threading.Event()
         _recorders.add(self)
 
     def count(self, bucket: str, outcome: int, ip: str | None, used: bool) -> None:
         """One request of ``bucket`` (the hot path). ``used``: the key was accepted, so it is its last use."""
-        if self._pid != os.getpid():
+        if not self._running:
             self._start()
         now = time.time()
         hour = int(now) // HOUR * HOUR
@@ -309,12 +318,13 @@ class UsageRecorder:
         A thread rather than the request that finds the window passed: counts reach the store within a window
         even when traffic stops, and no request ever waits for a write."""
         with self._flush_lock:
-            if self._pid == os.getpid():
+            if self._pid == os.getpid() and self._running:
                 return
             # Counts a parent process took before the fork are the parent's to flush.
             self._lock = threading.Lock()
             self._counts, self._last = {}, {}
             self._pid = os.getpid()
+            self._running = True
             self._wake = threading.Event()
             threading.Thread(target=self._run, args=(self._pid,), name="askgate-usage-flush", daemon=True).start()
 

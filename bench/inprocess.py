@@ -408,6 +408,37 @@ def run_micro(app, rounds: int = 7) -> list[Timing]:
 
 
 # -- the benchmarks ------------------------------------------------------------------------------------
+def usage_rows(scratch: Path) -> list[Timing]:
+    """What key usage costs: one count on the request path, and one flush of a busy window (app/usage.py)."""
+    from app import usage
+
+    recorder = usage.UsageRecorder(usage.SQLiteUsage(scratch / usage.FILE_NAME), 3600)
+    rows = run_cases([plain("usage: count one request", partial(recorder.count, "key:k", usage.OK, "127.0.0.1", True))])
+    recorder.flush()
+
+    def window() -> None:  # 1,000 keys each used in the window, then the flush that adds them all
+        for n in range(1000):
+            recorder.count(f"key:{n}", usage.OK, "127.0.0.1", True)
+        recorder.flush()
+
+    def fill_only() -> None:
+        for n in range(1000):
+            recorder.count(f"key:{n}", usage.OK, "127.0.0.1", True)
+        with recorder._lock:
+            recorder._counts, recorder._last = {}, {}
+
+    filled = measure_each("usage: 1,000 counts (no flush)", fill_only, 15)
+    both = measure_each("usage: 1,000 counts + flush to SQLite", window, 15, "WAL, additive upserts, one transaction")
+    flush = Timing(
+        "usage: flush of 1,000 keys to SQLite",
+        both.median_us - filled.median_us,
+        both.min_us - filled.min_us,
+        both.calls,
+        "once per USAGE_FLUSH_SECONDS per process, off the request path",
+    )
+    return [*rows, filled, both, flush]
+
+
 def run(log=print) -> list[Timing]:
     results: list[Timing] = []
     scratch = Path(tempfile.mkdtemp(prefix="askgate-bench-inproc-"))
@@ -500,6 +531,8 @@ def run(log=print) -> list[Timing]:
                 )
             )
         log("  store reload and create done")
+        results += usage_rows(scratch)
+        log("  usage counting and flush done")
 
         # Last, because flask-limiter's Limiter is one object and the latest init_app picks its storage.
         results += redis_round_trips(ws10k, raw10k, scratch, log)

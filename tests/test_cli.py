@@ -152,7 +152,22 @@ def test_key_list_shows_no_secret(cli, auth):
     rows = {line.split("\t")[0]: line.split("\t") for line in output.splitlines()}
     assert rows[a.record["id"]][:5] == [a.record["id"], "alice", "a-key", a.record["prefix"] + "…", "active"]
     assert rows[a.record["id"]][6] == a.record["expires_at"]
-    assert rows[b.record["id"]][4:] == ["revoked", b.record["created_at"], "never"]
+    assert rows[b.record["id"]][4:] == [
+        "revoked",
+        b.record["created_at"],
+        "never",
+        "ask,workspaces:read",
+        "all-workspaces",
+        "API_RATE_LIMIT",
+        "any-address",
+    ]
+    limited = auth.services.keys.create(
+        "alice", "c-key", limits={"workspaces": ["x", "y"], "rate_limit": 5, "allowed_ips": ["10.0.0.0/8", "::1"]}
+    )
+    row = {line.split("\t")[0]: line.split("\t") for line in cli("key", "list").stdout.splitlines()}[
+        limited.record["id"]
+    ]
+    assert row[7:] == ["ask,workspaces:read", "x,y", "5/hour", "10.0.0.0/8,::1/128"]
     for new in (a, b):
         assert new.key not in output and new.record["digest"] not in output
     only_bob = cli("key", "list", "--user", "bob").stdout.splitlines()
