@@ -15,7 +15,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from app import accounts, audit
+from app import accounts, audit, usage
 from app.accounts import AccountRefused
 from app.ask.errors import AskError
 from app.audit import AuditQueryError, AuditUnavailable
@@ -183,8 +183,10 @@ def key_rotate(key_id: str, grace_seconds: int) -> None:
 @click.option("--user", "username", default=None, help="Only this user's keys.")
 @_guard
 def key_list(username: str | None) -> None:
-    """List keys (never the keys themselves), with their limits: scopes, workspaces, hourly limit, addresses."""
-    for r in services().keys.list(username):
+    """List keys (never the keys themselves), with their limits: scopes, workspaces, hourly limit, addresses, and
+    when each was last used."""
+    records = services().keys.list(username)
+    for r, view in zip(records, usage.key_views(services().usage, records), strict=True):
         click.echo(
             "\t".join(
                 [
@@ -199,6 +201,7 @@ def key_list(username: str | None) -> None:
                     ",".join(r["workspaces"]) if r["workspaces"] else "all-workspaces",
                     f"{r['rate_limit']}/hour" if r["rate_limit"] else "API_RATE_LIMIT",
                     ",".join(r["allowed_ips"]) if r["allowed_ips"] else "any-address",
+                    view["last_used_at"] or "never-used",
                 ]
             )
         )

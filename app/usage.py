@@ -326,13 +326,12 @@ class UsageRecorder:
             self._pid = os.getpid()
             self._running = True
             self._wake = threading.Event()
-            threading.Thread(target=self._run, args=(self._pid,), name="askgate-usage-flush", daemon=True).start()
-
-    def _run(self, pid: int) -> None:
-        while not self._wake.wait(self.flush_seconds):
-            if os.getpid() != pid:
-                return
-            self.flush()
+            threading.Thread(
+                target=_flush_every,
+                args=(weakref.ref(self), self._wake, self.flush_seconds, self._pid),
+                name="askgate-usage-flush",
+                daemon=True,
+            ).start()
 
     def flush(self) -> None:
         """Add this process's counts to the store; on failure they are kept for the next flush."""
@@ -383,6 +382,16 @@ class UsageRecorder:
         self.flush()
         starts = period_starts("day", now)
         return starts, self.store.days(starts)
+
+
+def _flush_every(ref: weakref.ref, wake: threading.Event, seconds: float, pid: int) -> None:
+    """The flushing thread: holds its recorder weakly, so an app that is gone (tests make many) takes it along."""
+    while not wake.wait(seconds):
+        recorder = ref()
+        if recorder is None or os.getpid() != pid:
+            return
+        recorder.flush()
+        del recorder
 
 
 def with_last_use(views: Iterable[dict], last: dict[str, LastUse]) -> list[dict]:

@@ -160,6 +160,7 @@ def test_key_list_shows_no_secret(cli, auth):
         "all-workspaces",
         "API_RATE_LIMIT",
         "any-address",
+        "never-used",
     ]
     limited = auth.services.keys.create(
         "alice", "c-key", limits={"workspaces": ["x", "y"], "rate_limit": 5, "allowed_ips": ["10.0.0.0/8", "::1"]}
@@ -167,7 +168,7 @@ def test_key_list_shows_no_secret(cli, auth):
     row = {line.split("\t")[0]: line.split("\t") for line in cli("key", "list").stdout.splitlines()}[
         limited.record["id"]
     ]
-    assert row[7:] == ["ask,workspaces:read", "x,y", "5/hour", "10.0.0.0/8,::1/128"]
+    assert row[7:] == ["ask,workspaces:read", "x,y", "5/hour", "10.0.0.0/8,::1/128", "never-used"]
     for new in (a, b):
         assert new.key not in output and new.record["digest"] not in output
     only_bob = cli("key", "list", "--user", "bob").stdout.splitlines()

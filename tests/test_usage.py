@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from app import usage
+from app.keys.store import parse_iso
 from app.stores import Stores
 from tests.conftest import ADMIN_KEY, CLIENT_KEY, PASSWORD, AuthActions, LiveServer
 from tests.procnet import pin_by_worker
@@ -76,6 +77,16 @@ def test_each_outcome_is_counted_in_its_column(make_app):
     assert [row for bucket, row in buckets.items() if bucket.startswith("env:") and bucket != "env:admin"] == [
         [1, 0, 0, 0]
     ]
+
+
+def test_key_list_on_the_command_line_shows_the_last_use(app, client, auth):
+    auth.create_user("alice")
+    new = auth.services.keys.create("alice", "k")
+    assert client.get("/api/whoami", headers=xkey(new.key)).status_code == 200
+    app.extensions["askgate"].usage.flush()
+    (line,) = app.test_cli_runner().invoke(args=["key", "list"]).output.splitlines()
+    stamp = line.split("\t")[-1]
+    assert abs(parse_iso(stamp).timestamp() - time.time()) < 5
 
 
 def test_usage_api_permissions_and_bad_granularity(client, auth):
