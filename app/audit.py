@@ -15,10 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -88,11 +90,16 @@ _REDIS_SCAN = 1000
 
 
 class AuditUnavailable(Exception):
-    """The event could not be written: the action must not happen."""
+    """The event could not be written: the action must not happen. ``disk_full`` when that is why."""
 
-    def __init__(self, reason: str = "") -> None:
+    def __init__(self, reason: str = "", *, disk_full: bool = False) -> None:
         super().__init__("Audit log unavailable")
         self.reason = reason
+        self.disk_full = disk_full
+
+
+def _unavailable(path: Path, exc: OSError) -> AuditUnavailable:
+    return AuditUnavailable(f"{path}: {exc.strerror or exc}", disk_full=exc.errno in (errno.ENOSPC, errno.EDQUOT))
 
 
 class AuditQueryError(ValueError):
@@ -296,31 +303,49 @@ class FileAuditLog:
     def _rotated(self, number: int) -> Path:
         return self.path.with_name(f"{FILE_NAME}.{number}")
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
     def record(self, event: dict) -> dict:
-        try:
-            with self._locked():
-                event = {"id": f"{time.time_ns() // 1_000_000:013d}-{secrets.token_hex(4)}", **event}
-                line = (json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
-                self._rotate_if_full(len(line))
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
-                try:
-                    if os.write(fd, line) != len(line):
-                        raise OSError("short write")
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        except OSError as exc:
-            raise AuditUnavailable(f"{self.path}: {exc.strerror or exc}") from None
+        event, finish = self.begin(event)
+        finish(True)
         return event
+
+    def begin(self, event: dict) -> tuple[dict, Callable[[bool], None]]:
+        """Write ``event`` (fsync'd) and keep the lock until ``finish(saved)``: with False, the file is cut back to
+        where it was, so an action whose change could not be saved leaves no event behind."""
+        lock = None
+        try:
+            lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            event = {"id": f"{time.time_ns() // 1_000_000:013d}-{secrets.token_hex(4)}", **event}
+            line = (json.dumps(event, separators=(",", ":")) + "\n").encode("ascii")  # JSON escapes: any name fits
+            self._rotate_if_full(len(line))
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        except OSError as exc:
+            if lock is not None:
+                os.close(lock)
+            raise _unavailable(self.path, exc) from None
+        try:
+            start = os.fstat(fd).st_size
+            written = os.write(fd, line)
+            if written != len(line):
+                os.ftruncate(fd, start)
+                raise OSError(errno.ENOSPC, "short write")
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            os.close(lock)
+            raise _unavailable(self.path, exc) from None
+
+        def finish(saved: bool) -> None:
+            try:
+                if not saved:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, start)
+                        os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.close(lock)  # closing releases the lock
+
+        return event, finish
 
     def _rotate_if_full(self, adding: int) -> None:
         try:
@@ -340,7 +365,8 @@ class FileAuditLog:
         finally:
             os.close(dir_fd)
 
-    def _newest_first(self) -> Iterator[dict]:
+    def _lines(self) -> Iterator[bytes]:
+        """Every line, newest first, across ``audit.log`` and its rotated files."""
         for path in (self.path, *(self._rotated(n) for n in range(1, KEEP_FILES + 1))):
             try:
                 lines = path.read_bytes().splitlines()
@@ -348,28 +374,55 @@ class FileAuditLog:
                 continue
             except OSError as exc:
                 raise AuditUnavailable(f"{path}: {exc.strerror or exc}") from None
-            for line in reversed(lines):
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    log.warning("skipping a malformed line in %s", path)
-                    continue
-                if isinstance(event, dict) and isinstance(event.get("id"), str):
-                    yield event
+            yield from reversed(lines)
 
     def read(self, query: Query) -> Page:
-        found = self._newest_first()
-        if query.cursor:
-            found = _after(found, query.cursor)
-        return _page(found, query)
+        lines = self._lines()
+        if query.cursor:  # lines are written with the id first: find the cursor's without parsing any
+            marker = b'{"id":"' + query.cursor.encode() + b'"'
+            if not any(line.startswith(marker) for line in lines):
+                return Page([], None)
+        return _page(_parsed(lines, query), query)
 
 
-def _after(found: Iterator[dict], event_id: str) -> Iterator[dict]:
-    """The events after ``event_id`` (older ones); none when it is no longer in the log."""
-    for event in found:
-        if event["id"] == event_id:
-            yield from found
-            return
+def _needles(query: Query) -> tuple[tuple[bytes, ...], bytes | None]:
+    """Bytes every matching line contains (cheap to test before parsing), and the actor's, to find in lower case."""
+    needles = []
+    if query.action:
+        exact = not query.action.endswith(".*")
+        needles.append(
+            b'"action":"' + (query.action if exact else query.action[:-1]).encode() + (b'"' if exact else b"")
+        )
+    if query.target:
+        needles.append(json.dumps(query.target).encode())
+    actor = None
+    if query.actor and query.actor.isascii():
+        actor = b'"actor":' + json.dumps(query.actor.lower()).encode()
+    return tuple(needles), actor
+
+
+_TIME_RE = re.compile(rb'"time":"([^"]+)"')
+
+
+def _parsed(lines: Iterator[bytes], query: Query) -> Iterator[dict]:
+    """The events of ``lines`` that may match ``query``; stops a minute (for clocks that differ) past ``since``."""
+    needles, actor = _needles(query)
+    stop = query.since - timedelta(minutes=1) if query.since else None
+    for line in lines:
+        if stop is not None:
+            found = _TIME_RE.search(line)
+            moment = _parse_time(found.group(1).decode("ascii", "replace")) if found else None
+            if moment is not None and moment < stop:
+                return
+        if not all(needle in line for needle in needles) or (actor is not None and actor not in line.lower()):
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            log.warning("skipping a malformed line in the audit log")
+            continue
+        if isinstance(event, dict) and isinstance(event.get("id"), str):
+            yield event
 
 
 # -- the Redis stream ---------------------------------------------------------------------------------------------
@@ -382,21 +435,32 @@ class RedisAuditLog:
         self.key = key
 
     def record(self, event: dict) -> dict:
+        return self.begin(event)[0]
+
+    def begin(self, event: dict) -> tuple[dict, Callable[[bool], None]]:
+        """Add ``event``; ``finish(False)`` takes it out again (the action's change could not be saved)."""
         import redis
 
-        payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        payload = json.dumps(event, separators=(",", ":"))
         try:
             entry_id = self.client.xadd(self.key, {"e": payload}, maxlen=self.max_events, approximate=True)
         except redis.RedisError as exc:
             raise AuditUnavailable(f"redis stream {self.key}: {exc}") from None
-        return {"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id, **event}
+        entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+        def finish(saved: bool) -> None:
+            if not saved:
+                with contextlib.suppress(redis.RedisError):
+                    self.client.xdel(self.key, entry_id)
+
+        return {"id": entry_id, **event}, finish
 
     def _newest_first(self, before: str | None, since: datetime | None) -> Iterator[dict]:
         import redis
 
         upper = _previous_id(before) if before else "+"
         # Entry ids are the server's clock: a minute of slack for hosts whose clocks differ.
-        lower = f"{int(since.timestamp() * 1000) - 60_000}-0" if since else "-"
+        lower = f"{max(0, int(since.timestamp() * 1000) - 60_000)}-0" if since else "-"
         while upper is not None:
             try:
                 batch = self.client.xrevrange(self.key, max=upper, min=lower, count=_REDIS_SCAN)
@@ -454,12 +518,11 @@ def open_log(store_url: str | None, workspaces_dir: Path, max_bytes: int, max_ev
 def on_commit(sink, make: Callable[[object, dict], dict | None]) -> Iterator[None]:
     """Record ``make(result, document)`` (an event from :func:`build`, or None for nothing) in ``sink`` when the
     first store change inside the block is checked and about to be saved; if it cannot be, that change raises
-    ``AuditUnavailable`` and is not saved."""
+    ``AuditUnavailable`` and is not saved. If the change is then not saved, the event is taken out again."""
 
-    def hook(result: object, data: dict) -> None:
+    def hook(result: object, data: dict) -> Callable[[bool], None] | None:
         event = make(result, data)
-        if event is not None:
-            sink.record(event)
+        return None if event is None else sink.begin(event)[1]
 
     with documents.commit_hook(hook):
         yield

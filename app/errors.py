@@ -123,11 +123,15 @@ def handle_store_write_error(exc: StoreWriteError):
 
 def handle_audit_unavailable(exc: AuditUnavailable):
     log.error("audit log unavailable, action refused: %s", exc.reason)
+    if exc.disk_full:  # as for the stores: the one cause an operator can fix at once, said plainly
+        message = "Audit log unavailable: the disk is full. Nothing was changed."
+        return json_error(507, message) if _wants_json() else _page(507, message, "Audit log unavailable")
     if _wants_json():
         return json_error(503, "Audit log unavailable")
     return _page(
         503,
-        "Nothing was changed: the audit log cannot be written, and every change must be recorded there first. "
+        "Nothing was changed: the audit log cannot be written (or read) right now, and every change must be "
+        "recorded there first. "
         "An administrator has been told in the server log.",
         "Audit log unavailable",
     )

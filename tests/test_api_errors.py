@@ -217,6 +217,8 @@ def test_a_store_write_failure_is_a_json_error_and_a_log_line(client, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     client.application.extensions["askgate"].users.create("alice", "a-long-password", "member")
+    audit = client.application.extensions["askgate"].audit  # the store's failure, not the audit log's
+    monkeypatch.setattr(audit, "begin", lambda event: (event, lambda saved: None))
     monkeypatch.setattr(sharedfile.os, "fsync", disk_full)
     with caplog.at_level(logging.ERROR, logger="askgate"):
         response = client.post("/api/keys", json={"user": "alice", "name": "ci"}, headers=ADMIN)

@@ -13,7 +13,9 @@ import pytest
 import requests
 
 from app import accounts, audit, firstrun
+from app.config import ConfigError, load_config
 from app.keys.format import digest
+from app.ratelimits import LimitReached
 from tests.conftest import ADMIN_KEY, CLIENT_KEY, PASSWORD, ROOT, base_env, csrf_from
 
 CLIENT_IP = "203.0.113.9"  # the address a trusted proxy (the test, on 127.0.0.1) forwards
@@ -255,6 +257,17 @@ def test_refused_actions_write_nothing(app, workspaces):
     assert log_events(workspaces) == before
 
 
+def test_a_throttled_key_creation_writes_nothing(make_app, workspaces):
+    app = make_app(KEY_CREATE_LIMIT="1/hour")
+    admin = accounts.Actor("admin_key", None, True, ip="10.0.0.9")
+    with app.app_context():
+        accounts.create_user(accounts.Actor.operator(), "root", PASSWORD, admin=True)
+        accounts.create_key_for(admin, "root", "first", None)
+        with pytest.raises(LimitReached):
+            accounts.create_key_for(admin, "root", "second", None)
+    assert [e["action"] for e in log_events(workspaces)] == ["user.create", "key.create"]
+
+
 # -- many writers at once ----------------------------------------------------------------------------------------------
 def _create_keys(url: str, client: int, count: int) -> list[int]:
     statuses = []
@@ -344,6 +357,7 @@ def test_redis_stream_through_gunicorn_and_its_cap(live_server, make_app, worksp
     for n in range(1000):
         log.record(_event(n))
     assert 100 <= client.xlen("askgate:audit") < 300  # approximate: trimmed by whole stream nodes
+    assert len(log.read(audit.make_query(since="1900-01-01", limit=500)).events) == client.xlen("askgate:audit")
     first = log.read(audit.make_query(limit=50))
     second = log.read(audit.make_query(limit=50, cursor=first.next_cursor))
     assert [e["actor"] for e in first.events + second.events] == [f"user{n}" for n in range(999, 899, -1)]
@@ -509,3 +523,82 @@ def test_admin_audit_page_filters_pages_and_is_for_admins_only(app, client, auth
     assert "since must be a date such as 2026-12-01" in bad.get_data(as_text=True)
     empty = client.get("/admin/audit", query_string={"actor": "nobody"}).get_data(as_text=True)
     assert "No events match these filters." in empty
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"AUDIT_MAX_BYTES": "10"}, "AUDIT_MAX_BYTES must be at least 4096, got 10"),
+        ({"AUDIT_MAX_BYTES": "10MB"}, "AUDIT_MAX_BYTES must be a whole number, got '10MB'"),
+        ({"AUDIT_MAX_EVENTS": "5"}, "AUDIT_MAX_EVENTS must be at least 100, got 5"),
+    ],
+)
+def test_audit_settings_are_checked_at_start(workspaces, env, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(base_env(workspaces, **env))
+    assert str(caught.value) == message
+
+
+def test_audit_settings_defaults(workspaces):
+    config = load_config(base_env(workspaces))
+    assert (config.audit_max_bytes, config.audit_max_events) == (10 * 1024 * 1024, 100_000)
+
+
+def test_an_event_is_taken_out_again_when_the_change_cannot_be_saved(app, workspaces, monkeypatch, redis_db):
+    from app.documents import StoreWriteError, sharedfile
+
+    with app.app_context():
+        accounts.create_user(accounts.Actor.operator(), "root", PASSWORD, admin=True)
+        before = (workspaces / "audit.log").read_bytes()
+
+        def refuse(path, payload):
+            raise StoreWriteError("Could not save api-keys.json: the disk is full. Nothing was changed.")
+
+        monkeypatch.setattr(sharedfile, "atomic_write", refuse)
+        with pytest.raises(StoreWriteError):
+            accounts.create_key_for(accounts.Actor.operator(), "root", "ci", None)
+    assert (workspaces / "audit.log").read_bytes() == before
+    monkeypatch.undo()
+    with app.app_context():  # and the log takes the next event as usual
+        accounts.create_key_for(accounts.Actor.operator(), "root", "ci", None)
+    assert [e["action"] for e in log_events(workspaces)] == ["user.create", "key.create"]
+
+    import redis
+
+    stream = audit.RedisAuditLog(redis.Redis.from_url(redis_db), 1000)
+    kept, finish = stream.begin(_event(1))
+    finish(True)
+    _, finish = stream.begin(_event(2))
+    finish(False)
+    assert [e["id"] for e in stream.read(audit.make_query()).events] == [kept["id"]]
+
+
+def test_a_full_disk_refuses_with_507_as_the_stores_do(client, auth, monkeypatch, workspaces):
+    import errno
+
+    auth.create_user("root", admin=True)
+    stores = _bytes(workspaces / "api-keys.json")
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(audit.os, "fsync", disk_full)
+    response = client.post("/api/keys", json={"user": "root", "name": "ci"}, headers={"x-api-key": ADMIN_KEY})
+    assert (response.status_code, response.get_json()) == (
+        507,
+        {"error": "Audit log unavailable: the disk is full. Nothing was changed."},
+    )
+    assert _bytes(workspaces / "api-keys.json") == stores
+
+
+def test_names_no_encoding_can_hold_are_logged_escaped_and_found(app, workspaces):
+    """A name from an old store may hold a lone surrogate: the event still is one ASCII line, and a filter finds it."""
+    operator = accounts.Actor.operator()
+    with app.app_context():
+        log = app.extensions["askgate"].audit
+        event = _event(1)
+        event["target"]["name"] = "evil\ud800na\u202eme"
+        log.record(event)
+        found = accounts.audit_page(operator, audit.make_query(target="evil\ud800na\u202eme")).events
+    assert [e["target"]["name"] for e in found] == ["evil\ud800na\u202eme"]
+    assert "\\ud800" in (workspaces / "audit.log").read_text(encoding="ascii")

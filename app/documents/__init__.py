@@ -9,7 +9,8 @@ import contextvars
 from collections.abc import Callable, Iterator
 
 # A hook that runs once, inside the first document write of a block, after the change is checked and before it is
-# saved (the audit log records there: an exception refuses the change). See ``commit_hook``.
+# saved (the audit log records there: an exception refuses the change; the ``finish`` it returns hears whether the
+# change was then saved). See ``commit_hook``.
 _commit_hook: contextvars.ContextVar[list | None] = contextvars.ContextVar("commit_hook", default=None)
 
 
@@ -37,9 +38,10 @@ def older_version(raw: object, current: int | None) -> object:
 
 
 @contextlib.contextmanager
-def commit_hook(hook: Callable[[object, dict], None]) -> Iterator[None]:
+def commit_hook(hook: Callable[[object, dict], Callable[[bool], None] | None]) -> Iterator[None]:
     """Run ``hook(result, document)`` once, in the first ``update``/``replace_all`` inside the block, just before the
-    document is saved; if it raises, that write does not happen and the exception propagates."""
+    document is saved; if it raises, that write does not happen and the exception propagates. What it returns, if
+    anything, is called with True once the document is saved, with False when saving it failed."""
     token = _commit_hook.set([hook])
     try:
         yield
@@ -47,9 +49,40 @@ def commit_hook(hook: Callable[[object, dict], None]) -> Iterator[None]:
         _commit_hook.reset(token)
 
 
-def run_commit_hook(result: object, data: dict) -> None:
-    """Called by the documents right before they save ``data``; a no-op outside ``commit_hook`` or once it ran."""
+def run_commit_hook(result: object, data: dict) -> Callable[[bool], None] | None:
+    """Called by the documents right before they save ``data``; returns the ``finish`` to call with whether they did
+    (None outside ``commit_hook`` or once it ran)."""
     pending = _commit_hook.get()
     if pending:
         hook = pending.pop()
-        hook(result, data)
+        return hook(result, data)
+    return None
+
+
+@contextlib.contextmanager
+def saving(finish: Callable[[bool], None] | None) -> Iterator[None]:
+    """Tell ``finish`` whether the block (the save) completed."""
+    if finish is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        finish(False)
+        raise
+    finish(True)
+
+
+@contextlib.contextmanager
+def saving_late(get_finish: Callable[[], Callable[[bool], None] | None]) -> Iterator[None]:
+    """:func:`saving` for a ``finish`` only known once the block has run (a hook inside a retried transaction)."""
+    try:
+        yield
+    except BaseException:
+        finish = get_finish()
+        if finish is not None:
+            finish(False)
+        raise
+    finish = get_finish()
+    if finish is not None:
+        finish(True)

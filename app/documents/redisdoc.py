@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from app.documents import StoreUnavailable, StoreWriteError, older_version, run_commit_hook
+from app.documents import StoreUnavailable, StoreWriteError, older_version, run_commit_hook, saving, saving_late
 
 log = logging.getLogger("askgate.store")
 
@@ -94,6 +94,18 @@ class RedisDocument:
 
     def update(self, change: Callable[[dict], Any]) -> Any:
         """Read-modify-write as an optimistic transaction, retried when another writer got there first."""
+        finish = None  # from the commit hook (the audit log), told at the end whether the change was saved
+
+        def hooked(data: dict) -> Any:
+            nonlocal finish
+            result = change(data)
+            finish = run_commit_hook(result, data) or finish
+            return result
+
+        with saving_late(lambda: finish):
+            return self._update(hooked)
+
+    def _update(self, change: Callable[[dict], Any]) -> Any:
         try:
             for _ in range(MAX_RETRIES):
                 with self.client.pipeline() as pipe:
@@ -103,7 +115,6 @@ class RedisDocument:
                         older = self._older(original)
                         data = self._decode(original)
                         result = change(data)
-                        run_commit_hook(result, data)
                         payload = json.dumps(data, sort_keys=True)
                         pipe.multi()
                         pipe.set(self.key, payload)
@@ -133,16 +144,16 @@ class RedisDocument:
     def replace_all(self, data: dict) -> None:
         self._validate(json.loads(json.dumps(data)))
         payload = json.dumps(data, sort_keys=True)
-        run_commit_hook(None, data)
-        try:
-            with self.client.pipeline() as pipe:
-                pipe.multi()
-                pipe.set(self.key, payload)
-                pipe.set(self.backup_key, payload)
-                pipe.incr(self.version_key)
-                pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreWriteError(f"Could not save to {self.path}: {exc}. Nothing was changed.") from None
+        with saving(run_commit_hook(None, data)):
+            try:
+                with self.client.pipeline() as pipe:
+                    pipe.multi()
+                    pipe.set(self.key, payload)
+                    pipe.set(self.backup_key, payload)
+                    pipe.incr(self.version_key)
+                    pipe.execute()
+            except redis.RedisError as exc:
+                raise StoreWriteError(f"Could not save to {self.path}: {exc}. Nothing was changed.") from None
 
     def read_backup(self) -> dict | None:
         try:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from app.documents import StoreUnavailable, StoreWriteError, older_version, run_commit_hook
+from app.documents import StoreUnavailable, StoreWriteError, older_version, run_commit_hook, saving
 
 log = logging.getLogger("askgate.store")
 
@@ -149,11 +149,11 @@ class SharedJSONFile:
             if data is None:
                 data = self._empty()
             result = change(data)
-            run_commit_hook(result, data)
-            if older is None:
-                self._write(data)
-            else:
-                self._upgrade(data, older)
+            with saving(run_commit_hook(result, data)):
+                if older is None:
+                    self._write(data)
+                else:
+                    self._upgrade(data, older)
             # The file we just wrote is the current one: adopt it without re-parsing.
             with self._mutex:
                 self._signature, self._data, self._error = self._stat_signature(), data, None
@@ -164,8 +164,7 @@ class SharedJSONFile:
     def replace_all(self, data: dict) -> None:
         """Write ``data`` as the whole document (restore, migrate), under the lock."""
         self._validate(json.loads(json.dumps(data)))
-        with self._locked():
-            run_commit_hook(None, data)
+        with self._locked(), saving(run_commit_hook(None, data)):
             self._write(data)
         with self._mutex:
             self._signature = None
