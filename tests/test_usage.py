@@ -153,6 +153,16 @@ def _new_key(server: LiveServer) -> tuple[str, str]:
     return made.json()["id"], made.json()["key"]
 
 
+def _eventually(read, expected=57, timeout: float = 20):
+    """``read()`` once it returns ``expected`` (a few flush windows at most), or its last value."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.25)
+        value = read()
+    return value
+
+
 def _stored_ok(workspaces: Path, key_id: str) -> int:
     if not (workspaces / usage.FILE_NAME).exists():
         return 0  # nothing flushed yet
@@ -173,8 +183,7 @@ def test_one_worker_on_files_counts_exactly_and_kill_9_loses_at_most_one_window(
         http = requests.Session()
         for _ in range(57):
             assert http.get(server.url + "/api/whoami", headers=xkey(key), timeout=10).status_code == 200
-        time.sleep(4.5)  # two windows: the worker's thread has flushed
-        assert _stored_ok(workspaces, key_id) == 57
+        assert _eventually(lambda: _stored_ok(workspaces, key_id)) == 57  # the worker's thread flushed
         assert (keys_file.read_bytes(), os.stat(keys_file).st_mtime_ns) == before  # use never rewrites the keys
         listed = requests.get(server.url + "/api/keys", headers=ADMIN, timeout=10).json()["keys"]
         assert [(k["id"], k["last_used_ip"]) for k in listed] == [(key_id, "127.0.0.1")]
@@ -231,9 +240,13 @@ def test_three_workers_on_redis_count_exactly_and_see_a_revocation_at_once(tmp_p
         finally:
             for conn in conns:
                 conn.close()
-        time.sleep(4.5)
-        series = requests.get(f"{server.url}/api/keys/{key_id}/usage", headers=ADMIN, timeout=10).json()["series"]
-        assert current(series) == {"ok": 60, "client_error": 0, "rate_limited": 0, "denied": 3}
+
+        def hour_now() -> dict:
+            answer = requests.get(f"{server.url}/api/keys/{key_id}/usage", headers=ADMIN, timeout=10)
+            return current(answer.json()["series"])
+
+        expected = {"ok": 60, "client_error": 0, "rate_limited": 0, "denied": 3}
+        assert _eventually(hour_now, expected) == expected  # every worker's thread flushed
         daily = requests.get(f"{server.url}/api/keys/{key_id}/usage?granularity=day", headers=ADMIN, timeout=10)
         assert current(daily.json()["series"]) == {"ok": 60, "client_error": 0, "rate_limited": 0, "denied": 3}
         listed = requests.get(server.url + "/api/keys", headers=ADMIN, timeout=10).json()["keys"]
