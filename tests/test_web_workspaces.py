@@ -136,3 +136,20 @@ def test_the_admin_key_deletes_a_workspace(client, workspaces):
     assert not (workspaces / "shop").exists()
     response = client.delete("/api/workspaces/shop", headers={"x-api-key": ADMIN_KEY})
     assert (response.status_code, response.get_json()) == (404, {"error": "Workspace not found"})
+
+
+def test_a_full_disk_during_an_upload_is_a_message_not_a_500(client, member, workspaces, monkeypatch):
+    import errno
+
+    from app import accounts
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(accounts, "import_archive_stream", full)
+    response = _upload(client, member, "shop", "NEW = 1\n")
+    assert response.status_code == 200
+    assert "Upload refused: The disk holding WORKSPACES_DIR is full; nothing was changed." in response.get_data(
+        as_text=True
+    )
+    assert not (workspaces / "shop").exists()

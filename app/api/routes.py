@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 from typing import BinaryIO
 
 from flask import g, jsonify, request
@@ -13,7 +12,7 @@ from app.answer_html import render_result
 from app.api import bp
 from app.ask import indexjobs
 from app.ask.engine import ask as ask_engine
-from app.ask.errors import AskError, IndexFailed, IndexNotReady, WorkspaceNotFound
+from app.ask.errors import DISK_FULL_MESSAGE, AskError, IndexFailed, IndexNotReady, WorkspaceNotFound, is_disk_full
 from app.ask.importer import ARCHIVE_SUFFIXES
 from app.ask.workspaces import is_valid_workspace_id, list_workspaces
 from app.auth import keyrules
@@ -139,8 +138,8 @@ def put_workspace(workspace_id: str):
     except AskError as exc:
         raise APIError(400, str(exc)) from None
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise APIError(507, "The disk holding WORKSPACES_DIR is full; nothing was changed") from None
+        if is_disk_full(exc):
+            raise APIError(507, DISK_FULL_MESSAGE) from None
         raise
     indexjobs.submit(services().config.workspaces_dir, result["id"])
     return jsonify(result), 201 if created else 200

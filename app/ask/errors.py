@@ -1,5 +1,14 @@
 """Errors raised by the ask domain; each carries a message safe to show to the user."""
 
+import errno
+
+# An import that ran out of room on the disk holding WORKSPACES_DIR: said the same by the API (507) and the pages.
+DISK_FULL_MESSAGE = "The disk holding WORKSPACES_DIR is full; nothing was changed"
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
 
 class AskError(Exception):
     """Base class: ``str(err)`` and ``err.message`` are user-readable."""

@@ -12,7 +12,7 @@ from flask_login import current_user, login_required
 from app import accounts
 from app.accounts import AccountRefused
 from app.ask import indexjobs
-from app.ask.errors import AskError
+from app.ask.errors import DISK_FULL_MESSAGE, AskError, is_disk_full
 from app.ask.workspaces import workspace_dir, workspace_states
 from app.services import services
 from app.web.forms import DeleteWorkspaceForm, IndexWorkspaceForm, UploadWorkspaceForm
@@ -43,6 +43,10 @@ def upload():
         return redirect(url_for("dashboard.home"), 303)
     except AskError as exc:
         flash(f"Upload refused: {exc}", "error")
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        flash(f"Upload refused: {DISK_FULL_MESSAGE}.", "error")
     else:
         indexjobs.submit(services().config.workspaces_dir, result["id"])
         flash(
