@@ -177,11 +177,13 @@ class RedisRecords:
                 del self._records[record_id]
             records[:] = self._records.values()
             self._position = {record_id: at for at, record_id in enumerate(self._records)}
-        self._seen = now
         if self._on_change is not None:
             self._on_change(changed, removed)
         elif self._on_load is not None:
             self._on_load(self._data)
+        # Last: read() answers from the cache without the lock once it sees this counter, so the owner's indexes
+        # (keys by digest) must already be current, or a revocation could miss a request.
+        self._seen = now
 
     def _load_all(self) -> None:
         """Every record, afresh (first read, a process too far behind, after a restore or migrate)."""
@@ -189,10 +191,10 @@ class RedisRecords:
         self._data = data
         self._records = {record["id"]: record for record in data[self.field]}
         self._position = {record_id: at for at, record_id in enumerate(self._records)}
-        self._seen = counter
         self.full_loads += 1
         if self._on_load is not None:
             self._on_load(data)
+        self._seen = counter  # last, as in _apply
 
     def _fetch_all(self) -> tuple[dict, int]:
         """The validated document and the counter it is at least as new as; moves a one-string store first."""
