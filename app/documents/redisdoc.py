@@ -15,12 +15,22 @@ from typing import Any
 
 import redis
 
-from app.documents import StoreUnavailable, StoreWriteError, older_version, run_commit_hook, saving, saving_late
+from app.documents import (
+    StoreUnavailable,
+    StoreUnreachable,
+    StoreWriteError,
+    older_version,
+    run_commit_hook,
+    saving,
+    saving_late,
+)
 
 log = logging.getLogger("askgate.store")
 
 SOCKET_TIMEOUT = 1.0
 MAX_RETRIES = 50
+# Redis is away (stopped, restarting, loading its data, not answering), not refusing what we asked.
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -76,12 +86,20 @@ class RedisDocument:
             with self._mutex:
                 raw, version = self.client.mget(self.key, self.version_key)
                 data = self._decode(raw)
-                self._version, self._data = version, data
+                # Indexes first, then the version the lock-free check above compares: a reader that sees the new
+                # version must find the owner's indexes already rebuilt (else a revocation can miss a request).
                 if self._on_load:
                     self._on_load(data)
+                self._version, self._data = version, data
                 return data
+        except UNREACHABLE as exc:
+            raise StoreUnreachable(f"{self.path} cannot be reached: {exc}") from None
         except redis.RedisError as exc:
             raise StoreUnavailable(f"{self.path} cannot be read: {exc}") from None
+
+    def forget(self) -> None:
+        """Load the document afresh on the next read, whatever the version counter says."""
+        self._version = None
 
     def check(self) -> str | None:
         try:
@@ -128,6 +146,8 @@ class RedisDocument:
                     except redis.WatchError:
                         continue
                 return result
+        except UNREACHABLE as exc:
+            raise StoreUnreachable(f"Could not save to {self.path}: {exc}. Nothing was changed.") from None
         except redis.RedisError as exc:
             raise StoreWriteError(f"Could not save to {self.path}: {exc}. Nothing was changed.") from None
         raise StoreWriteError(f"Could not save to {self.path}: too much contention. Nothing was changed.")

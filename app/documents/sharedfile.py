@@ -104,12 +104,18 @@ class SharedJSONFile:
                         log.error("store unavailable: %s", exc)
                     self._signature, self._data, self._error = signature, None, str(exc)
                     raise
-                self._signature, self._data, self._error = signature, data, None
+                # Indexes first, then the signature: a reader that sees the new signature without the lock must
+                # find the owner's indexes (keys by digest) already rebuilt, or a revocation could miss a request.
                 if self._on_load:
                     self._on_load(data)
+                self._signature, self._data, self._error = signature, data, None
             if self._error:
                 raise StoreUnavailable(self._error)
             return self._data
+
+    def forget(self) -> None:
+        """Parse the file afresh on the next read, even if it looks unchanged."""
+        self._signature = None
 
     def check(self) -> str | None:
         """Describe what is wrong with the file on disk, or None when it is fine."""
@@ -156,9 +162,9 @@ class SharedJSONFile:
                     self._upgrade(data, older)
             # The file we just wrote is the current one: adopt it without re-parsing.
             with self._mutex:
-                self._signature, self._data, self._error = self._stat_signature(), data, None
                 if self._on_load:
                     self._on_load(data)
+                self._signature, self._data, self._error = self._stat_signature(), data, None
             return result
 
     def replace_all(self, data: dict) -> None:
@@ -258,11 +264,20 @@ def create_once(path: Path, text: str) -> bool:
 
 
 def open_document(
-    name: str, *, workspaces_dir: Path | None, redis_client=None, redis_prefix: str = "askgate", **options
+    name: str,
+    *,
+    workspaces_dir: Path | None,
+    redis_client=None,
+    redis_prefix: str = "askgate",
+    stale_seconds: float = 0.0,
+    **options,
 ):
-    """The store document ``name``: a file in ``workspaces_dir``, or a Redis key when a client is given."""
+    """The store document ``name``: a file in ``workspaces_dir``, or a Redis key when a client is given; its reads
+    answered from the last loaded copy for up to ``stale_seconds`` while its server cannot be reached."""
+    from app.documents.stale import StaleReads
+
     if redis_client is not None:
         from app.documents.redisdoc import RedisDocument  # only when Redis is used: redis-py is then loaded
 
-        return RedisDocument(redis_client, f"{redis_prefix}:{name}", **options)
-    return SharedJSONFile(Path(workspaces_dir) / name, **options)
+        return StaleReads(RedisDocument(redis_client, f"{redis_prefix}:{name}", **options), stale_seconds)
+    return StaleReads(SharedJSONFile(Path(workspaces_dir) / name, **options), stale_seconds)
