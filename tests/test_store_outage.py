@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.server, pytest.mark.redis]
 UNAVAILABLE = {"error": "Key store unavailable"}
 INVALID = {"error": "Invalid API key"}
 PAGE_503 = "The data store is unavailable right now."
+KEEP_ALIVE = ["--keep-alive", "120"]  # pinned connections wait idle while other steps run on a busy machine
 
 
 @pytest.fixture
@@ -227,7 +228,7 @@ def test_redis_stopped_and_started_under_load_with_the_store_on_it(persistent_re
     used = stores.keys.create("alice", "used").key
     doomed = stores.keys.create("alice", "doomed")  # revoked through host B as soon as Redis is back
 
-    host_a = start_server(env)
+    host_a = start_server(env, args=KEEP_ALIVE)
     host_a.wait_workers(3)
     b_folder = tmp_path / "host-b"
     b_folder.mkdir()
@@ -326,7 +327,7 @@ def test_1000_keys_in_use_while_revocations_land_are_refused_on_their_next_reque
     keys = bulk_keys(stores, "alice", 1000)
     doomed = random.Random(14).sample(range(len(keys)), revocations)
 
-    server = start_server(env)
+    server = start_server(env, args=KEEP_ALIVE)
     server.wait_workers(workers)
     by_worker = pin_by_worker(server, workers, 2)  # per worker: one connection for the load, one for the checks
     revoked_at: dict[int, float] = {}  # key number -> monotonic time its revocation was answered
@@ -365,12 +366,21 @@ def test_1000_keys_in_use_while_revocations_land_are_refused_on_their_next_reque
         finally:
             revoking.clear()
 
+    errors: list[BaseException] = []
+
+    def guarded(target, *args) -> threading.Thread:
+        def run() -> None:
+            try:
+                target(*args)
+            except BaseException as exc:  # reported by the assertion below, not lost in the thread
+                errors.append(exc)
+                revoking.clear()
+
+        return threading.Thread(target=run)
+
     order = list(range(len(keys)))
-    threads = [
-        threading.Thread(target=use_keys, args=(conns[0], order[index::workers]))
-        for index, conns in enumerate(by_worker.values())
-    ]
-    threads.append(threading.Thread(target=revoke))
+    threads = [guarded(use_keys, conns[0], order[index::workers]) for index, conns in enumerate(by_worker.values())]
+    threads.append(guarded(revoke))
     revoking.set()
     try:
         for thread in threads:
@@ -382,6 +392,7 @@ def test_1000_keys_in_use_while_revocations_land_are_refused_on_their_next_reque
             for conn in conns:
                 conn.close()
 
+    assert errors == []
     assert len(checks) == revocations * workers
     assert [(n, pid, status) for n, pid, status, body in checks if status != 401] == []
     assert {(status, json.dumps(body)) for _, _, status, body in checks} == {(401, json.dumps(INVALID))}
