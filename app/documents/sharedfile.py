@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +144,12 @@ class SharedJSONFile:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def update(self, change: Callable[[dict], Any]) -> Any:
+    def update(self, change: Callable[[dict], Any], records: Iterable[str] | None = None) -> Any:
         """Read-modify-write under the exclusive lock; ``change`` mutates the document and returns a result.
 
         If ``change`` raises, nothing is written. A corrupt file raises StoreUnavailable and is left alone.
+        ``records`` (the ids the change looks at, which lets Redis read only those) changes nothing here: the
+        file is rewritten whole anyway.
         """
         with self._locked():
             self._remove_stale_temp_files()
@@ -269,15 +271,28 @@ def open_document(
     workspaces_dir: Path | None,
     redis_client=None,
     redis_prefix: str = "askgate",
+    field: str,
+    on_change: Callable[[list[dict], list[str]], None] | None = None,
+    indexes: dict | None = None,
     stale_seconds: float = 0.0,
     **options,
 ):
-    """The store document ``name``: a file in ``workspaces_dir``, or a Redis key when a client is given; its reads
-    answered from the last loaded copy for up to ``stale_seconds`` while its server cannot be reached."""
+    """The store document ``name`` (whose records are in ``field``): a file in ``workspaces_dir``, or one Redis hash
+    per record when a client is given (``on_change`` and ``indexes`` serve that layout; see ``redisrecords``); its
+    reads answered from the last loaded copy for up to ``stale_seconds`` while its server cannot be reached."""
     from app.documents.stale import StaleReads
 
     if redis_client is not None:
-        from app.documents.redisdoc import RedisDocument  # only when Redis is used: redis-py is then loaded
+        from app.documents.redisrecords import RedisRecords  # only when Redis is used: redis-py is then loaded
 
-        return StaleReads(RedisDocument(redis_client, f"{redis_prefix}:{name}", **options), stale_seconds)
+        records = RedisRecords(
+            redis_client,
+            f"{redis_prefix}:{name.removesuffix('.json')}",
+            field=field,
+            on_change=on_change,
+            indexes=indexes,
+            legacy_key=f"{redis_prefix}:{name}",
+            **options,
+        )
+        return StaleReads(records, stale_seconds)
     return StaleReads(SharedJSONFile(Path(workspaces_dir) / name, **options), stale_seconds)

@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from app.documents import StoreUnreachable
@@ -82,10 +82,11 @@ class StaleReads:
             return copy
         raise exc
 
-    def update(self, change: Callable[[dict], Any]) -> Any:
-        """Change the document on its server; during an outage StoreUnreachable, and nothing is changed."""
+    def update(self, change: Callable[[dict], Any], records: Iterable[str] | None = None) -> Any:
+        """Change the document on its server (``records``: see the backend's ``update``); during an outage
+        StoreUnreachable, and nothing is changed."""
         try:
-            return self.document.update(change)
+            return self.document.update(change, records)
         except StoreUnreachable:
             self._unreachable = True  # a change cut off mid-way may have landed: reload on the next good read
             raise
@@ -101,3 +102,7 @@ class StaleReads:
 
     def forget(self) -> None:
         self.document.forget()
+
+    def __getattr__(self, name: str) -> Any:
+        # What else a backend offers (RedisRecords.full_loads, .client) reads through, for store admin and tests.
+        return getattr(self.document, name)

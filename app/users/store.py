@@ -147,7 +147,9 @@ class UserStore:
             redis_client=redis_client,
             redis_prefix=redis_prefix,
             stale_seconds=stale_seconds,
+            field="users",
             empty=lambda: {"version": SCHEMA_VERSION, "users": []},
+            indexes={"by-name": lambda record: (record["username"].lower(),)},
             validate=_validate,
             on_load=self._reindex,
         )
