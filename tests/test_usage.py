@@ -167,6 +167,8 @@ def _stored_ok(workspaces: Path, key_id: str) -> int:
     if not (workspaces / usage.FILE_NAME).exists():
         return 0  # nothing flushed yet
     with sqlite3.connect(workspaces / usage.FILE_NAME) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'counts'").fetchone():
+            return 0  # the first flush has created the file, not its tables yet
         row = conn.execute(
             "SELECT COALESCE(SUM(ok), 0) FROM counts WHERE bucket = ? AND period = 'hour'", ("key:" + key_id,)
         ).fetchone()
