@@ -1,0 +1,103 @@
+"""Time WSGI calls of several checkouts side by side: rounds that interleave the trees, each a same-run ratio.
+
+Usage: .venv/bin/python bench/compare.py TREE [TREE ...] [--rounds N] [--seconds S] [--cases C ...]
+
+Each round starts one child process per tree (its own code and its own ``bench/inprocess.py`` fixtures), which
+times the cases in short batches for ``--seconds`` each; the ratio of a tree is its time per call over the first
+tree's in the same round. The report gives, per case, each tree's median and best µs per call and the median of
+the per-round ratios (and their range): load elsewhere on the machine hits both trees of a round alike.
+``bench/instructions.py`` is the comparison load cannot move at all; this one says what the instructions cost in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+CASES = ("bare", "health", "whoami")
+
+CHILD = """
+import contextlib, io, json, logging, sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, ".")
+with contextlib.redirect_stderr(io.StringIO()):
+    from bench import inprocess as ip
+    from bench.bare_app import REFERENCE_PATH, create_app as bare
+    logging.getLogger("askgate").setLevel(logging.WARNING)
+    workspaces, raw = ip.make_workspace(Path(tempfile.mkdtemp()), "ws", 10)
+    app = ip.make_app(workspaces)
+    ip.quiet_access_log()
+    calls = {
+        "bare": lambda: ip.wsgi_caller(bare(), REFERENCE_PATH, {}),
+        "health": lambda: ip.wsgi_caller(app, "/api/health", {}),
+        "whoami": lambda: ip.wsgi_caller(app, "/api/whoami", {"x-api-key": raw}),
+    }
+    seconds = float(sys.argv[1])
+    result = {}
+    for case in sys.argv[2:]:
+        call = calls[case]()
+        for _ in range(200):
+            call()
+        batches, end = [], time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            for _ in range(100):
+                call()
+            batches.append((time.perf_counter() - start) / 100 * 1e6)
+        batches.sort()
+        result[case] = {"median": batches[len(batches) // 2], "best": batches[0]}
+print(json.dumps(result))
+"""
+
+
+def run_tree(tree: Path, cases: list[str], seconds: float) -> dict:
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD, str(seconds), *cases],
+        cwd=tree,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("trees", nargs="+", type=Path)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--seconds", type=float, default=2.0, help="timing per case, tree and round (default 2)")
+    p.add_argument("--cases", nargs="+", choices=CASES, default=["bare", "whoami"])
+    args = p.parse_args(argv)
+    results: list[list[dict]] = []  # round -> tree -> case -> figures
+    for number in range(args.rounds):
+        # Alternate which tree goes first: a trend in the machine's load then hits both sides alike.
+        order = list(range(len(args.trees)))
+        if number % 2:
+            order.reverse()
+        row = [None] * len(args.trees)
+        for i in order:
+            row[i] = run_tree(args.trees[i], args.cases, args.seconds)
+        results.append(row)
+        print(f"round {number + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    for case in args.cases:
+        for i, tree in enumerate(args.trees):
+            medians = [r[i][case]["median"] for r in results]
+            best = min(r[i][case]["best"] for r in results)
+            ratios = [r[i][case]["median"] / r[0][case]["median"] for r in results]
+            print(
+                f"{case:<7} {str(tree):<24} median {statistics.median(medians):8.2f} µs  best {best:8.2f} µs  "
+                f"ratio to {args.trees[0]}: {statistics.median(ratios):.3f} "
+                f"(rounds {min(ratios):.3f}-{max(ratios):.3f})",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
