@@ -5,7 +5,9 @@ Usage: .venv/bin/python bench/compare.py TREE [TREE ...] [--rounds N] [--seconds
 Each round starts one child process per tree (its own code and its own ``bench/inprocess.py`` fixtures), which
 times the cases in short batches for ``--seconds`` each; the ratio of a tree is its time per call over the first
 tree's in the same round. The report gives, per case, each tree's median and best µs per call and the median of
-the per-round ratios (and their range): load elsewhere on the machine hits both trees of a round alike.
+the per-round ratios (and their range): load elsewhere on the machine hits both trees of a round alike. Each figure
+is given in wall time and in the process's CPU time (``time.process_time``, all its threads, so the usage thread's
+summing too): on a machine busier than its cores, waiting for a core inflates wall time, not CPU time.
 ``bench/instructions.py`` is the comparison load cannot move at all; this one says what the instructions cost in time.
 """
 
@@ -43,14 +45,16 @@ with contextlib.redirect_stderr(io.StringIO()):
         call = calls[case]()
         for _ in range(200):
             call()
-        batches, end = [], time.perf_counter() + seconds
+        wall, cpu, end = [], [], time.perf_counter() + seconds
         while time.perf_counter() < end:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(100):
                 call()
-            batches.append((time.perf_counter() - start) / 100 * 1e6)
-        batches.sort()
-        result[case] = {"median": batches[len(batches) // 2], "best": batches[0]}
+            cpu.append((time.process_time() - start_cpu) / 100 * 1e6)
+            wall.append((time.perf_counter() - start) / 100 * 1e6)
+        wall.sort()
+        cpu.sort()
+        result[case] = {"median": wall[len(wall) // 2], "best": wall[0], "cpu": cpu[len(cpu) // 2]}
 print(json.dumps(result))
 """
 
@@ -89,11 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         for i, tree in enumerate(args.trees):
             medians = [r[i][case]["median"] for r in results]
             best = min(r[i][case]["best"] for r in results)
+            cpu = [r[i][case]["cpu"] for r in results]
             ratios = [r[i][case]["median"] / r[0][case]["median"] for r in results]
+            cpu_ratios = [r[i][case]["cpu"] / r[0][case]["cpu"] for r in results]
             print(
-                f"{case:<7} {str(tree):<24} median {statistics.median(medians):8.2f} µs  best {best:8.2f} µs  "
-                f"ratio to {args.trees[0]}: {statistics.median(ratios):.3f} "
-                f"(rounds {min(ratios):.3f}-{max(ratios):.3f})",
+                f"{case:<7} {str(tree):<24} wall median {statistics.median(medians):8.2f} µs, best {best:8.2f} µs, "
+                f"ratio {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}); "
+                f"CPU median {statistics.median(cpu):8.2f} µs, ratio {statistics.median(cpu_ratios):.3f} "
+                f"({min(cpu_ratios):.3f}-{max(cpu_ratios):.3f})",
                 flush=True,
             )
     return 0
