@@ -21,28 +21,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-CASES = ("bare", "health", "whoami")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.instructions import CASES, CHILD_SETUP  # noqa: E402
 
-CHILD = """
-import contextlib, io, json, logging, sys, tempfile, time
-from pathlib import Path
-sys.path.insert(0, ".")
-with contextlib.redirect_stderr(io.StringIO()):
-    from bench import inprocess as ip
-    from bench.bare_app import REFERENCE_PATH, create_app as bare
-    logging.getLogger("askgate").setLevel(logging.WARNING)
-    workspaces, raw = ip.make_workspace(Path(tempfile.mkdtemp()), "ws", 10)
-    app = ip.make_app(workspaces)
-    ip.quiet_access_log()
-    calls = {
-        "bare": lambda: ip.wsgi_caller(bare(), REFERENCE_PATH, {}),
-        "health": lambda: ip.wsgi_caller(app, "/api/health", {}),
-        "whoami": lambda: ip.wsgi_caller(app, "/api/whoami", {"x-api-key": raw}),
-    }
+CHILD = (
+    CHILD_SETUP
+    + """
     seconds = float(sys.argv[1])
     result = {}
     for case in sys.argv[2:]:
-        call = calls[case]()
+        call = callers[case]()
         for _ in range(200):
             call()
         wall, cpu, end = [], [], time.perf_counter() + seconds
@@ -57,6 +45,7 @@ with contextlib.redirect_stderr(io.StringIO()):
         result[case] = {"median": wall[len(wall) // 2], "best": wall[0], "cpu": cpu[len(cpu) // 2]}
 print(json.dumps(result))
 """
+)
 
 
 def run_tree(tree: Path, cases: list[str], seconds: float) -> dict:

@@ -27,8 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ("bare", "health", "whoami")
 
-CHILD = """
-import contextlib, gc, io, logging, sys, tempfile
+# The fixtures a child process builds in a TREE from that tree's own bench/ (old checkouts included, so only what
+# bench/inprocess.py has long had): ``callers``, one function per case that builds its WSGI caller (one call made).
+# bench/compare.py builds the same.
+CHILD_SETUP = """
+import contextlib, gc, io, json, logging, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, ".")
 with contextlib.redirect_stderr(io.StringIO()):
@@ -40,11 +43,17 @@ with contextlib.redirect_stderr(io.StringIO()):
     # in one run and not the other. Trees from before usage counting ignore the setting.
     app = ip.make_app(workspaces, USAGE_FLUSH_SECONDS="86400")
     ip.quiet_access_log()
-    calls = {
-        "bare": ip.wsgi_caller(bare(), REFERENCE_PATH, {}),
-        "health": ip.wsgi_caller(app, "/api/health", {}),
-        "whoami": ip.wsgi_caller(app, "/api/whoami", {"x-api-key": raw}),
+    callers = {
+        "bare": lambda: ip.wsgi_caller(bare(), REFERENCE_PATH, {}),
+        "health": lambda: ip.wsgi_caller(app, "/api/health", {}),
+        "whoami": lambda: ip.wsgi_caller(app, "/api/whoami", {"x-api-key": raw}),
     }
+"""
+
+CHILD = (
+    CHILD_SETUP
+    + """
+    calls = {case: make() for case, make in callers.items()}  # every run pays the same set-up
     call = calls[sys.argv[1]]
     # What start-up left on the heap out of the collector's way: a full collection walks it all, and whether one
     # happens to fall inside a run depends on how much the tree imported, not on the request path.
@@ -53,6 +62,7 @@ with contextlib.redirect_stderr(io.StringIO()):
     for _ in range(int(sys.argv[2])):
         call()
 """
+)
 
 
 def instructions(tree: Path, case: str, calls: int) -> int:
