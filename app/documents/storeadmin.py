@@ -45,7 +45,8 @@ def restore(stores: StoreDocuments, only_broken: bool = True) -> list[str]:
 
 
 def _key_use(record: dict) -> dict:
-    return {name: value for name, value in record.items() if name not in _KEY_DISPLAY_FIELDS}
+    """The fields a key's use depends on; a field holding null and one a store leaves out are alike."""
+    return {name: value for name, value in record.items() if name not in _KEY_DISPLAY_FIELDS and value is not None}
 
 
 def _fingerprint(stores: StoreDocuments) -> dict:
