@@ -104,12 +104,18 @@ class SharedJSONFile:
                         log.error("store unavailable: %s", exc)
                     self._signature, self._data, self._error = signature, None, str(exc)
                     raise
-                self._signature, self._data, self._error = signature, data, None
+                # Indexes first, then the signature: a reader that sees the new signature without the lock must
+                # find the owner's indexes (keys by digest) already rebuilt, or a revocation could miss a request.
                 if self._on_load:
                     self._on_load(data)
+                self._signature, self._data, self._error = signature, data, None
             if self._error:
                 raise StoreUnavailable(self._error)
             return self._data
+
+    def forget(self) -> None:
+        """Parse the file afresh on the next read, even if it looks unchanged."""
+        self._signature = None
 
     def check(self) -> str | None:
         """Describe what is wrong with the file on disk, or None when it is fine."""
@@ -158,9 +164,9 @@ class SharedJSONFile:
                     self._upgrade(data, older)
             # The file we just wrote is the current one: adopt it without re-parsing.
             with self._mutex:
-                self._signature, self._data, self._error = self._stat_signature(), data, None
                 if self._on_load:
                     self._on_load(data)
+                self._signature, self._data, self._error = self._stat_signature(), data, None
             return result
 
     def replace_all(self, data: dict) -> None:
@@ -268,14 +274,18 @@ def open_document(
     field: str,
     on_change: Callable[[list[dict], list[str]], None] | None = None,
     indexes: dict | None = None,
+    stale_seconds: float = 0.0,
     **options,
 ):
     """The store document ``name`` (whose records are in ``field``): a file in ``workspaces_dir``, or one Redis hash
-    per record when a client is given (``on_change`` and ``indexes`` serve that layout; see ``redisrecords``)."""
+    per record when a client is given (``on_change`` and ``indexes`` serve that layout; see ``redisrecords``); its
+    reads answered from the last loaded copy for up to ``stale_seconds`` while its server cannot be reached."""
+    from app.documents.stale import StaleReads
+
     if redis_client is not None:
         from app.documents.redisrecords import RedisRecords  # only when Redis is used: redis-py is then loaded
 
-        return RedisRecords(
+        records = RedisRecords(
             redis_client,
             f"{redis_prefix}:{name.removesuffix('.json')}",
             field=field,
@@ -284,4 +294,5 @@ def open_document(
             legacy_key=f"{redis_prefix}:{name}",
             **options,
         )
-    return SharedJSONFile(Path(workspaces_dir) / name, **options)
+        return StaleReads(records, stale_seconds)
+    return StaleReads(SharedJSONFile(Path(workspaces_dir) / name, **options), stale_seconds)
