@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from app.bodylimit import FormRequest
 from app.config import Config, ConfigError, load_config, load_dotenv_files
 from app.inputs import PASSWORD_MIN, QUESTION_MAX
 from app.names import finalize_for_page
@@ -28,6 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
     # Werkzeug answers "//x" with a redirect whose absolute URL it builds from the Host header: never do that.
     app.url_map.merge_slashes = False
     app.session_interface = CachedSerializerSessionInterface()
+    app.request_class = FormRequest  # a multipart part without a name is dropped, not a 500 (app/bodylimit.py)
     app.jinja_env.finalize = finalize_for_page  # a stored name that is not text must not break the page
     app.jinja_env.globals.update(QUESTION_MAX=QUESTION_MAX, PASSWORD_MIN=PASSWORD_MIN)  # the pages' hints and maxlength
     app.config.update(config.flask_settings())

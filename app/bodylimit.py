@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Request, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
 from app.ask.unpack import human
 from app.errors import APIError, json_error
@@ -28,6 +29,28 @@ def _is_api_path(path: str) -> bool:
 
 def archive_too_large(limit: int) -> str:
     return f"The archive is larger than {human(limit)} (MAX_CONTENT_LENGTH, the upload limit)"
+
+
+class NamedPartsParser(FormDataParser):
+    """werkzeug's form parser, without the multipart parts that carry no ``name``.
+
+    RFC 7578 requires every part to be named; werkzeug keeps a nameless one (a malformed ``Content-Disposition``,
+    e.g. an unclosed quote) under the key ``None``, and flask-wtf's CSRF check, which scans the form's keys for its
+    field, fails on it with an AttributeError: a 500 any anonymous POST could cause. Such a part names no field
+    anyone could read, so it is dropped here, once, for every page and API route.
+    """
+
+    def _parse_multipart(self, stream, mimetype, content_length, options):
+        stream, form, files = super()._parse_multipart(stream, mimetype, content_length, options)
+        if None in form:
+            form = self.cls((name, value) for name, value in form.items(multi=True) if name is not None)
+        if None in files:
+            files = self.cls((name, value) for name, value in files.items(multi=True) if name is not None)
+        return stream, form, files
+
+
+class FormRequest(Request):
+    form_data_parser_class = NamedPartsParser
 
 
 class CappedBody:

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.conftest import ADMIN_KEY, AuthActions
+from tests.storeservers import tgz_bytes
 
 ADMIN = {"x-api-key": ADMIN_KEY}
 TOO_LARGE = {"error": "Request body too large"}
@@ -138,3 +139,41 @@ def test_a_chunked_json_body_is_cut_off_at_the_limit(live_server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
         assert _response(sock) == (404, {"error": "Workspace not found"})
+
+
+# A multipart part whose Content-Disposition has no usable name (here an unclosed quote): RFC 7578 requires one.
+# werkzeug keeps such a part under the key None, and flask-wtf's CSRF check failed on it with a 500.
+NAMELESS_PART = b'--b\r\nContent-Disposition: form-data; name="x\\"\r\n\r\nv\r\n'
+MULTIPART = "multipart/form-data; boundary=b"
+
+
+def test_a_nameless_multipart_part_on_a_page_is_the_form_expired_page_not_a_500(client, auth):
+    auth.create_user("alice")
+    response = client.post("/login", data=NAMELESS_PART + b"--b--\r\n", content_type=MULTIPART)
+
+    assert response.status_code == 400
+    assert "This form has expired" in response.get_data(as_text=True)
+    assert client.get("/dashboard").status_code == 302  # nobody signed in
+
+
+def test_a_nameless_multipart_part_is_dropped_and_the_named_ones_still_count(client, auth, workspaces):
+    auth.create_user("alice", admin=True)
+    auth.login("alice")
+    headers = {"X-CSRFToken": auth.csrf()}
+    only_nameless = NAMELESS_PART + b"--b--\r\n"
+    response = client.put("/api/workspaces/shop", data=only_nameless, content_type=MULTIPART, headers=headers)
+    _assert(response, 400, {"error": 'Send the archive in the multipart field "archive"'})
+    assert not (workspaces / "shop").exists()
+
+    source = "def charge_invoice(amount):\n    return amount\n"
+    archive = tgz_bytes({"shop/billing.py": source})
+    with_archive = (
+        NAMELESS_PART
+        + b'--b\r\nContent-Disposition: form-data; name="archive"; filename="src.tar.gz"\r\n'
+        + b"Content-Type: application/gzip\r\n\r\n"
+        + archive
+        + b"\r\n--b--\r\n"
+    )
+    response = client.put("/api/workspaces/shop", data=with_archive, content_type=MULTIPART, headers=headers)
+    assert (response.status_code, response.get_json()) == (201, {"id": "shop", "file_count": 1, "size_bytes": 46})
+    assert (workspaces / "shop" / "shop" / "billing.py").read_text() == source
