@@ -67,7 +67,11 @@ class RedisDocument:
         except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
             raise StoreUnavailable(f"{self.path} is not a valid store document: {exc}") from None
 
-    def read(self) -> dict:
+    def change_check(self) -> None:
+        """Files share one change check (``SharedJSONFile.change_check``); each Redis document checks itself."""
+        return None
+
+    def read(self, generation: None = None) -> dict:
         """The current document; costs one GET when nothing changed."""
         try:
             version = self.client.get(self.version_key)

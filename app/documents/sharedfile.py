@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from app.documents import StoreUnavailable, StoreWriteError, older_version, run_commit_hook, saving
+from app.documents.watch import FolderWatch
 
 log = logging.getLogger("askgate.store")
 
@@ -55,6 +56,8 @@ class SharedJSONFile:
         self._data: dict | None = None
         self._error: str | None = None
         self._mutex = threading.Lock()
+        self._watch = FolderWatch.of(self.path.parent)
+        self._seen = None  # the watch's generation when the file was last checked (None: stat every read)
 
     # -- reading -------------------------------------------------------------------------------------
     def _stat_signature(self) -> tuple | None:
@@ -87,14 +90,31 @@ class SharedJSONFile:
         data = self._load(self.path)
         return self._empty() if data is None else data
 
-    def read(self) -> dict:
-        """The current document, reloaded only if the file changed since the last look (one ``stat``)."""
+    def change_check(self) -> int | None:
+        """Where the folder's changes stand now (one ``poll``; None without a watch): pass it to :meth:`read` of
+        both stores, so that one request checks once. A change made before this call is always seen."""
+        return self._watch.generation()
+
+    def read(self, generation: int | None = None) -> dict:
+        """The current document, reloaded only if the file changed since the last look.
+
+        Nothing in the folder changed since this file was last checked (one ``poll``, see app.documents.watch, or
+        the ``generation`` a :meth:`change_check` of this request returned): the cached document. Otherwise (or
+        with no watch) one ``stat``, and a reload when the file changed."""
+        if generation is None:
+            generation = self._watch.generation()
+        if generation is not None and generation == self._seen and (self._data is not None or self._error):
+            if self._error:
+                raise StoreUnavailable(self._error)
+            return self._data
         signature = self._stat_signature()
         if signature == self._signature and (self._data is not None or self._error):
+            self._seen = generation  # checked after that generation: only an older one could be stored here
             if self._error:
                 raise StoreUnavailable(self._error)
             return self._data
         with self._mutex:
+            self._seen = None  # until this reload is done, check again
             signature = self._stat_signature()
             if signature != self._signature or (self._data is None and not self._error):
                 try:
@@ -107,6 +127,7 @@ class SharedJSONFile:
                 self._signature, self._data, self._error = signature, data, None
                 if self._on_load:
                     self._on_load(data)
+            self._seen = generation
             if self._error:
                 raise StoreUnavailable(self._error)
             return self._data
@@ -157,6 +178,7 @@ class SharedJSONFile:
             # The file we just wrote is the current one: adopt it without re-parsing.
             with self._mutex:
                 self._signature, self._data, self._error = self._stat_signature(), data, None
+                self._seen = None
                 if self._on_load:
                     self._on_load(data)
             return result
@@ -167,7 +189,7 @@ class SharedJSONFile:
         with self._locked(), saving(run_commit_hook(None, data)):
             self._write(data)
         with self._mutex:
-            self._signature = None
+            self._signature, self._seen = None, None
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files left by a writer killed mid-write; under the lock nobody else is writing one."""
