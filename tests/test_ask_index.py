@@ -267,3 +267,16 @@ def test_guides_outrank_changelogs_licences_and_release_notes(root: Path) -> Non
         "LICENSE",
         "releasenotes/notes/add-translations.yaml",
     }
+
+
+def test_source_outranks_its_built_copy(root: Path) -> None:
+    # npm packages often ship their sources and a bundle of them in dist/: the same text twice.
+    ws = root / "built"
+    code = "function loadTranslation(lang) {\n" + "".join(f"  step{i}(lang)\n" for i in range(30)) + "}\n"
+    _write(ws / "lib" / "i18n.js", code)
+    _write(ws / "dist" / "bundle.js", code)
+    for number in range(12):  # unrelated code, so that the question's words are rare enough to count
+        _write(ws / "lib" / f"other{number}.js", f"function other{number}() {{\n  return {number}\n}}\n")
+    update_index(root, "built")
+    ranked = search(root, "built", "Where does it load the translation for a language?", 2)
+    assert [source.path for source in ranked] == ["lib/i18n.js", "dist/bundle.js"]

@@ -87,6 +87,60 @@ def test_typescript_definitions() -> None:
     ]
 
 
+OBJECTS = """'use strict'
+
+module.exports = {
+  /**
+   * Return the request header.
+   */
+  get header () {
+    return this.req.headers
+  },
+
+  is (type) {
+    return typeis(this.req, type)
+  },
+
+  toJSON: function () {
+    return 1
+  },
+
+  'content-type': () => 'text/plain',
+  settings: { depth: 5 },
+  formats: {
+    RFC1738: function (value) {
+      return value
+    }
+  }
+}
+
+const defaults = { depth: 5, delimiter: '&' }
+
+const proto = module.exports = {
+  throw (status) {
+    throw new Error(status)
+  }
+}
+"""
+
+
+def test_object_literal_methods_are_definitions() -> None:
+    # Modules written as one exported object (koa, qs) have methods too, not only classes and functions;
+    # an object without methods (settings) stays plain code.
+    assert _flat(parse("lib/request.js", OBJECTS).definitions) == [
+        ("header", "function", 4, 9, "Return the request header."),
+        ("is", "function", 11, 13, ""),
+        ("toJSON", "function", 15, 17, ""),
+        ("content-type", "function", 19, 19, ""),
+        ("formats", "class", 21, 25, ""),
+        ("formats.RFC1738", "function", 22, 24, ""),
+        ("proto", "class", 30, 34, ""),
+        ("proto.throw", "function", 31, 33, ""),
+    ]
+    symbols = [chunk.symbol for chunk in chunk_file("lib/request.js", OBJECTS)]
+    assert "header" in symbols and "proto.throw" in symbols and "defaults" not in symbols
+
+
 GO = """// Package cobra is a commander.
 package cobra
 

@@ -253,8 +253,10 @@ def test_rotation_with_a_grace_then_only_the_new_key(server):
 V1_RECORD = ("id", "name", "owner", "prefix", "digest", "created_at", "expires_at", "revoked_at", "last_used_at")
 
 
-@pytest.mark.parametrize("backend", ["files", pytest.param("redis", marks=pytest.mark.redis)])
-def test_a_version_1_store_is_upgraded_by_the_server_on_its_first_write(request, tmp_path, workspaces, backend):
+def test_a_version_1_store_is_upgraded_by_the_server_on_its_first_write(request, tmp_path, workspaces):
+    """On files; Redis moves a one-document store of any version into one hash per record on first open
+    (tests/test_redis_records.py)."""
+    backend = "files"
     raw = generate_key()
     old = {
         "version": 1,
@@ -271,21 +273,11 @@ def test_a_version_1_store_is_upgraded_by_the_server_on_its_first_write(request,
         ],
     }
     text = json.dumps(old, indent=1, sort_keys=True) + "\n"
-    if backend == "files":
-        (workspaces / "api-keys.json").write_text(text)
+    (workspaces / "api-keys.json").write_text(text)
 
-        def stored(name: str) -> bytes | None:
-            path = workspaces / name.replace(":bak", ".bak")
-            return path.read_bytes() if path.exists() else None
-
-    else:
-        import redis
-
-        client = redis.Redis.from_url(request.getfixturevalue("redis_db"))
-        client.set("askgate:api-keys.json", text)
-
-        def stored(name: str) -> bytes | None:
-            return client.get(f"askgate:{name}")
+    def stored(name: str) -> bytes | None:
+        path = workspaces / name.replace(":bak", ".bak")
+        return path.read_bytes() if path.exists() else None
 
     server = start(request, tmp_path, workspaces, backend)
     try:

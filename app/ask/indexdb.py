@@ -16,7 +16,7 @@ from pathlib import Path
 
 INDEX_DIRNAME = ".index"
 # Bump when the schema or the token pipeline changes: old indexes are then rebuilt.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # The index must stay small beside the code (issue 9: at most twice the source bytes). So the FTS5 table
 # is contentless (only the inverted index), chunk text is stored zlib-compressed (``pack``), and a chunk

@@ -254,6 +254,8 @@ def _js_definitions(node, lines: list[str], prefix: str, depth: int) -> list[Def
                     name = _member_name(left) or _text(right.child_by_field_name("name"))
                     if name:
                         out.extend(_js_value(prefix + name, right, child, anchor, lines, depth))
+                    else:  # module.exports = {...}: the object's methods are the module's own
+                        out.extend(_js_object_members(_assigned(right), lines, prefix, depth))
     return out
 
 
@@ -270,7 +272,41 @@ def _js_variables(declaration, anchor, lines: list[str], prefix: str, depth: int
     return out
 
 
+def _assigned(value):  # noqa: ANN001, ANN202
+    """The value at the end of a chain of assignments: ``proto = module.exports = {...}`` -> ``{...}``."""
+    while value is not None and value.type == "assignment_expression":
+        value = value.child_by_field_name("right")
+    return value
+
+
+def _js_object_members(literal, lines: list[str], prefix: str, depth: int) -> list[Definition]:  # noqa: ANN001
+    """The methods of an object literal (``get x() {}``, ``f() {}``, ``f: function () {}``, ``f: () => 1``),
+    and of the object literals it holds by name; an object without methods (settings, a table) has none."""
+    out: list[Definition] = []
+    if literal is None or literal.type != "object" or depth > 3:
+        return out
+    for member in literal.named_children:
+        if member.type == "method_definition":
+            name = _text(member.child_by_field_name("name"))
+            out.append(_js_function(prefix + name, member, member, member, lines, depth + 1))
+        elif member.type == "pair":
+            key, value = member.child_by_field_name("key"), member.child_by_field_name("value")
+            name = _text(key).strip("'\"`")
+            if value is None or not name:
+                continue
+            if value.type in _FUNCTION_VALUES:
+                out.append(_js_function(prefix + name, value, member, member, lines, depth + 1))
+            elif inner := _js_object_members(value, lines, f"{prefix}{name}.", depth + 1):
+                out.append(_make(prefix + name, CLASS, member, member, lines, inner))
+    return out
+
+
 def _js_value(name: str, value, node, anchor, lines: list[str], depth: int) -> list[Definition]:  # noqa: ANN001
+    if (literal := _assigned(value)) is not None and literal.type == "object":
+        # An object literal with methods (``const utils = {...}``, ``proto = module.exports = {...}``) holds
+        # them as a class holds its methods.
+        members = _js_object_members(literal, lines, name + ".", depth)
+        return [_make(name, CLASS, node, anchor, lines, members)] if members else []
     if value.type in _FUNCTION_VALUES:
         return [_js_function(name, value, node, anchor, lines, depth)]
     if value.type in _CLASS_VALUES:

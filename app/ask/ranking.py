@@ -24,6 +24,7 @@ _TEST_PENALTY = 0.2  # tests mention everything; users ask about the code under 
 _PROSE_PENALTY = 0.3  # documentation and data files explain or configure, the code defines
 _EXAMPLE_PENALTY = 0.8  # examples, docs' code and benchmarks use the library rather than define it
 _RECORD_PENALTY = 0.3  # changelogs, licences and release notes record the project; they explain no code
+_BUILT_PENALTY = 0.8  # dist/ holds built copies (bundles) of the code: the source, when shipped, comes first
 _CLASS_WEIGHT = 1.0  # up to doubles a chunk whose class leads the ranking (see _class_context)
 _CONTEXT_LEADERS = 5
 # bm25 weights of symbol, path, doc and body terms; the boosts above already favour names and docs.
@@ -144,6 +145,8 @@ def _path_factor(path: str) -> float:
         factor *= _EXAMPLE_PENALTY
     if _is_record_path(path):
         factor *= _RECORD_PENALTY
+    if _is_built_path(path):
+        factor *= _BUILT_PENALTY
     return factor
 
 
@@ -222,6 +225,11 @@ def _is_code_path(path: str) -> bool:
 
 def _is_example_path(path: str) -> bool:
     return any(part.lower() in _EXAMPLE_FOLDERS for part in path.split("/")[:-1])
+
+
+def _is_built_path(path: str) -> bool:
+    # Where only a built copy is shipped, all its code shares the factor and keeps its order.
+    return "dist" in path.lower().split("/")[:-1]
 
 
 def _is_record_path(path: str) -> bool:

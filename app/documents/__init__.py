@@ -1,5 +1,6 @@
 """The JSON documents the key and user stores live in: a file several processes share (``sharedfile``), the same
-document in Redis (``redisdoc``), and their maintenance: check, restore, migrate (``storeadmin``).
+document in Redis as one hash per record (``redisrecords``), and their maintenance: check, restore, migrate
+(``storeadmin``).
 
 The exceptions every store and caller shares are here, so the modules import them from one place, not each other.
 """

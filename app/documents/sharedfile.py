@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +159,12 @@ class SharedJSONFile:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def update(self, change: Callable[[dict], Any]) -> Any:
+    def update(self, change: Callable[[dict], Any], records: Iterable[str] | None = None) -> Any:
         """Read-modify-write under the exclusive lock; ``change`` mutates the document and returns a result.
 
         If ``change`` raises, nothing is written. A corrupt file raises StoreUnavailable and is left alone.
+        ``records`` (the ids the change looks at, which lets Redis read only those) changes nothing here: the
+        file is rewritten whole anyway.
         """
         with self._locked():
             self._remove_stale_temp_files()
@@ -280,11 +282,28 @@ def create_once(path: Path, text: str) -> bool:
 
 
 def open_document(
-    name: str, *, workspaces_dir: Path | None, redis_client=None, redis_prefix: str = "askgate", **options
+    name: str,
+    *,
+    workspaces_dir: Path | None,
+    redis_client=None,
+    redis_prefix: str = "askgate",
+    field: str,
+    on_change: Callable[[list[dict], list[str]], None] | None = None,
+    indexes: dict | None = None,
+    **options,
 ):
-    """The store document ``name``: a file in ``workspaces_dir``, or a Redis key when a client is given."""
+    """The store document ``name`` (whose records are in ``field``): a file in ``workspaces_dir``, or one Redis hash
+    per record when a client is given (``on_change`` and ``indexes`` serve that layout; see ``redisrecords``)."""
     if redis_client is not None:
-        from app.documents.redisdoc import RedisDocument  # only when Redis is used: redis-py is then loaded
+        from app.documents.redisrecords import RedisRecords  # only when Redis is used: redis-py is then loaded
 
-        return RedisDocument(redis_client, f"{redis_prefix}:{name}", **options)
+        return RedisRecords(
+            redis_client,
+            f"{redis_prefix}:{name.removesuffix('.json')}",
+            field=field,
+            on_change=on_change,
+            indexes=indexes,
+            legacy_key=f"{redis_prefix}:{name}",
+            **options,
+        )
     return SharedJSONFile(Path(workspaces_dir) / name, **options)

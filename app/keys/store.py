@@ -165,9 +165,12 @@ class KeyStore:
             workspaces_dir=workspaces_dir,
             redis_client=redis_client,
             redis_prefix=redis_prefix,
+            field="keys",
             empty=lambda: {"version": SCHEMA_VERSION, "keys": []},
             validate=_validate,
             on_load=self._reindex,
+            on_change=self._reindex_records,
+            indexes={"by-digest": lambda record: (record["digest"], record["previous_digest"])},
             version=SCHEMA_VERSION,
         )
 
@@ -180,6 +183,23 @@ class KeyStore:
             for record in data["keys"]
             if record["previous_digest"]
         }
+        self.generation += 1
+
+    def _reindex_records(self, changed: list[dict], removed: list[str]) -> None:
+        """The indexes after some records changed (Redis tells which): the cost of the change, not of the store."""
+        for record_id in [*removed, *(record["id"] for record in changed)]:
+            old = self._by_id.pop(record_id, None)
+            if old is not None:
+                if self._by_digest.get(old["digest"]) is old:
+                    del self._by_digest[old["digest"]]
+                if old["previous_digest"] and self._by_previous.get(old["previous_digest"], (0, None))[1] is old:
+                    del self._by_previous[old["previous_digest"]]
+        for record in changed:
+            self._by_id[record["id"]] = record
+            self._by_digest[record["digest"]] = record
+            if record["previous_digest"]:
+                until = parse_iso(record["previous_expires_at"]).timestamp()
+                self._by_previous[record["previous_digest"]] = (until, record)
         self.generation += 1
 
     # -- lookups (hot path) ---------------------------------------------------------------------------
@@ -253,7 +273,7 @@ class KeyStore:
         def add(data: dict) -> None:
             data["keys"].append(record)
 
-        self.file.update(add)
+        self.file.update(add, records=())
         return NewKey(record=dict(record), key=raw)
 
     def update(self, key_id: str, changes: dict) -> dict | None:
@@ -270,7 +290,7 @@ class KeyStore:
                     return dict(record)
             return None
 
-        return self.file.update(change)
+        return self.file.update(change, records=(key_id,))
 
     def rotate(self, key_id: str, grace_seconds: int) -> NewKey | None:
         """A new secret for the key ``key_id`` (same id, name, limits and expiry); the one it replaces keeps
@@ -300,7 +320,7 @@ class KeyStore:
                 return dict(record)
             return None
 
-        record = self.file.update(change)
+        record = self.file.update(change, records=(key_id,))
         return None if record is None else NewKey(record=record, key=raw)
 
     def revoke(self, key_id: str) -> dict | None:
@@ -316,7 +336,7 @@ class KeyStore:
                     return dict(record)
             return None
 
-        return self.file.update(change)
+        return self.file.update(change, records=(key_id,))
 
     def revoke_owner(self, owner: str) -> int:
         """Revoke every active key of ``owner`` (a disabled user); returns how many."""
@@ -339,7 +359,7 @@ class KeyStore:
             data["keys"] = [r for r in data["keys"] if r["id"] != key_id]
             return len(data["keys"]) != before
 
-        return self.file.update(change)
+        return self.file.update(change, records=(key_id,))
 
 
 def check_changeable(changes: dict) -> None:

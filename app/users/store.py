@@ -139,7 +139,9 @@ class UserStore:
             workspaces_dir=workspaces_dir,
             redis_client=redis_client,
             redis_prefix=redis_prefix,
+            field="users",
             empty=lambda: {"version": SCHEMA_VERSION, "users": []},
+            indexes={"by-name": lambda record: (record["username"].lower(),)},
             validate=_validate,
             on_load=self._reindex,
         )
