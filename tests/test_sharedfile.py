@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,33 @@ def test_a_folder_replaced_under_the_store_is_still_seen(tmp_path):
     assert doc.read()["items"] == ["new folder"]
     (folder / "doc.json").write_text(json.dumps({"version": 1, "items": ["edited again"]}))
     assert doc.read()["items"] == ["edited again"]
+
+
+def test_threads_checking_the_folder_at_once_all_see_every_change(tmp_path):
+    """gthread workers read the stores from 8 threads at a time: the shared check must take concurrent callers."""
+    doc = make_file(tmp_path / "doc.json")
+    doc.update(_append(0))
+    errors, stop = [], threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                doc.read()
+        except Exception as exc:  # noqa: BLE001  (any failure is the finding)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        for n in range(1, 40):
+            fork = multiprocessing.get_context("fork")
+            writer = fork.Process(target=_write_in_child, args=(tmp_path / "doc.json", n))
+            writer.start()
+            writer.join(10)
+            assert doc.read()["items"] == list(range(n + 1))  # the change of another process, on the next read
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert errors == []

@@ -1,11 +1,12 @@
-"""Has anything in the store folder changed since the last look? One ``poll(2)`` on an inotify queue, for both files.
+"""Has anything in the store folder changed since the last look? One ``epoll_wait`` on an inotify queue, for both files.
 
 The key and user stores used to ``stat`` their file on every read, so that a change made by another process (a
 revocation, a disabled owner, a file edited or damaged by hand) counts on the very next request: two ``stat`` calls
 per dashboard-key request, ~1.7 µs each on the development VM. A :class:`FolderWatch` gives both files one signal
 instead: the kernel queues an event for anything written, renamed or removed in the folder, synchronously inside
 the writer's own call, so a request that starts after a change finds the queue non-empty. ``poll`` with no wait
-costs ~0.5 µs; only when it reports events does a store ``stat`` its file as before (and reload if it changed).
+(``epoll``, which threads may wait on together; ``select.poll`` refuses concurrent calls) costs ~0.5 µs; only when
+it reports events does a store ``stat`` its file as before (and reload if it changed).
 
 Linux only (inotify, through libc); anywhere the watch cannot be set up, :meth:`FolderWatch.generation` returns
 None and the stores ``stat`` on every read as before. Each process has its own queue: a forked child (a gunicorn
@@ -62,7 +63,7 @@ class FolderWatch:
         self._lock = threading.Lock()
         self._generation = 0
         self._fd: int | None = None
-        self._poller: select.poll | None = None
+        self._poller: select.epoll | None = None
         self._failed = False
         _watches.add(self)
 
@@ -77,8 +78,7 @@ class FolderWatch:
             return watch
 
     def __del__(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
+        self._close()
 
     def generation(self) -> int | None:
         poller = self._poller
@@ -86,7 +86,11 @@ class FolderWatch:
             if self._failed or not self._open():
                 return None
             poller = self._poller
-        if poller.poll(0):
+        try:
+            ready = poller.poll(0)
+        except (ValueError, OSError):  # closed meanwhile by another thread (the folder went away): stat this time
+            return None
+        if ready:
             self._drain()
         return self._generation
 
@@ -103,8 +107,8 @@ class FolderWatch:
                 os.close(fd)
                 self._failed = True
                 return False
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
+            poller = select.epoll()  # closed on exec like the queue; gunicorn's threads may poll it at once
+            poller.register(fd, select.EPOLLIN)
             # Whatever was read before the queue existed is checked again (by stat) on its next read.
             self._fd, self._generation, self._poller = fd, self._generation + 1, poller
             return True
@@ -121,15 +125,20 @@ class FolderWatch:
                 pass  # empty again
             self._generation += 1
             if folder_gone:  # the folder was moved or removed: watch whatever holds its name next time
-                os.close(self._fd)
-                self._fd, self._poller = None, None
+                self._close()
+
+    def _close(self) -> None:
+        poller, fd = self._poller, self._fd
+        self._fd, self._poller = None, None
+        if poller is not None:
+            poller.close()
+        if fd is not None:
+            os.close(fd)
 
     def _forget_after_fork(self) -> None:
         """In a forked child: the inherited queue is the parent's to read; the child opens its own."""
         self._lock = threading.Lock()
-        if self._fd is not None:
-            os.close(self._fd)
-        self._fd, self._poller = None, None
+        self._close()
 
 
 def _folder_gone(events: bytes) -> bool:
