@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import subprocess
+import sys
 
 import pytest
 import redis
@@ -16,7 +19,7 @@ from app.keys.format import digest, display_prefix, generate_key
 from app.keys.store import KeyStore
 from app.stores import Stores
 from app.users import store as userstore
-from tests.conftest import ADMIN_KEY, PASSWORD
+from tests.conftest import ADMIN_KEY, PASSWORD, ROOT, base_env
 
 pytestmark = pytest.mark.redis
 ADMIN = {"x-api-key": ADMIN_KEY}
@@ -203,6 +206,44 @@ def test_a_one_document_store_is_moved_on_first_open_keeping_it(redis_db, tmp_pa
     folder.mkdir()
     assert storeadmin.migrate(source, Stores.open("files", folder)) == {"keys": 3, "users": 2}
     assert json.loads((folder / "api-keys.json").read_text())["keys"] == json.loads(key_text)["keys"]
+
+
+def flask_cli(workspaces, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+        cwd=ROOT,
+        env={**os.environ, **base_env(workspaces, **env)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_store_commands_move_a_one_document_store_to_files_and_back_to_redis(redis_db, tmp_path):
+    client = redis.Redis.from_url(redis_db)
+    raws, key_text, _ = _legacy(client, tmp_path / "made")
+    files = tmp_path / "files"
+    files.mkdir()
+
+    checked = flask_cli(files, "store", "check", STORE_URL=redis_db)
+    assert (checked.returncode, checked.stdout) == (0, "keys: ok\nusers: ok\n")
+    moved = flask_cli(files, "store", "migrate", "--to", "files", STORE_URL=redis_db)
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.splitlines()[0] == "Copied 3 key(s) and 2 user(s); counts and digests verified."
+    assert json.loads((files / "api-keys.json").read_text())["keys"] == json.loads(key_text)["keys"]
+    assert client.get("askgate:api-keys.json.document.bak") == key_text  # opening it moved it, keeping the old one
+
+    other = redis_db.rsplit("/", 1)[0] + "/1"
+    redis.Redis.from_url(other).flushdb()
+    back = flask_cli(files, "store", "migrate", "--to", other)
+    assert back.returncode == 0, back.stderr
+    assert back.stdout.splitlines()[0] == "Copied 3 key(s) and 2 user(s); counts and digests verified."
+    again = Stores.open(other, None)
+    assert [again.keys.lookup(raw)["id"] for raw in raws] == [f"key_{n:016x}" for n in range(3)]
+    assert redis.Redis.from_url(other).scard("askgate:api-keys:ids") == 3
+    refused = flask_cli(files, "store", "migrate", "--to", other)
+    assert refused.returncode == 1
+    assert "refusing to overwrite" in refused.stderr
 
 
 def test_a_broken_one_document_store_is_not_moved_and_fails_closed(redis_db):

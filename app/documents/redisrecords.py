@@ -420,12 +420,16 @@ class RedisRecords:
         for start in range(0, len(old_ids), BATCH):
             pipe.delete(*(self.record_prefix + record_id for record_id in old_ids[start : start + BATCH]))
         pipe.delete(self.ids_key, self.backup_key, self.changes_key, *map(self._index_key, self._indexes))
-        for record in records:
-            pipe.hset(self.record_prefix + record["id"], mapping=_encode(record))
-            pipe.hset(self.backup_key, record["id"], json.dumps(record, sort_keys=True))
-            self._queue_index(pipe, record["id"], None, record)
-        for start in range(0, len(records), BATCH):
-            pipe.sadd(self.ids_key, *(record["id"] for record in records[start : start + BATCH]))
+        for start in range(0, len(records), BATCH):  # the set, backup and indexes a batch at a time
+            batch = records[start : start + BATCH]
+            for record in batch:
+                pipe.hset(self.record_prefix + record["id"], mapping=_encode(record))
+            pipe.sadd(self.ids_key, *(record["id"] for record in batch))
+            pipe.hset(self.backup_key, mapping={record["id"]: json.dumps(record, sort_keys=True) for record in batch})
+            for index, values_of in self._indexes.items():
+                entries = {value: record["id"] for record in batch for value in values_of(record) if value}
+                if entries:
+                    pipe.hset(self._index_key(index), mapping=entries)
         pipe.hset(self.meta_key, mapping={"layout": LAYOUT, "version": self._schema_version})
         pipe.incrby(self.counter_key, self._log_keep + 1)  # beyond the log: every process reloads everything
         if extra is not None:
