@@ -22,6 +22,7 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAPPED_V4 = ipaddress.IPv6Network("::ffff:0:0/96")
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 ASK_INDEX_WAIT_MAX = 300.0
+STORE_STALE_SECONDS_MAX = 3600.0
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,7 @@ class Config:
     host: str
     port: int
     store_url: str | None = None
+    store_stale_seconds: float = 30.0  # with STORE_URL=redis://: how long the last loaded copy answers while it is away
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)
@@ -386,6 +388,7 @@ def load_config(env: dict | None = None) -> Config:
         host=_get(env, "HOST", "127.0.0.1"),
         port=_int(env, "PORT", 8000, minimum=1),
         store_url=_store_url(env),
+        store_stale_seconds=_seconds(env, "STORE_STALE_SECONDS", "30", maximum=STORE_STALE_SECONDS_MAX),
         llm_base_url=_get(env, "LLM_BASE_URL"),
         llm_model=_get(env, "LLM_MODEL"),
         llm_api_key=_get(env, "LLM_API_KEY"),

@@ -44,7 +44,7 @@ def init_services(app: Flask, config: Config, limiter_storage=None) -> Services:
         # The bucket names the key by a digest fragment so limiter storage never holds the key itself.
         bucket = "env:" + hashlib.sha256(key.encode()).hexdigest()[:16]
         env_keys.append((key.encode(), "client_key", bucket))
-    stores = Stores.open(config.store_url or "files", config.workspaces_dir)
+    stores = Stores.open(config.store_url or "files", config.workspaces_dir, config.store_stale_seconds)
     if config.index_dir is not None:
         indexdb.place_indexes(config.workspaces_dir, config.index_dir)
     svc = Services(

@@ -16,15 +16,19 @@ class Stores:
     users: UserStore
 
     @classmethod
-    def open(cls, location: str, workspaces_dir: Path) -> Stores:
-        """``files`` (the JSON files in ``workspaces_dir``) or a ``redis://`` URL."""
+    def open(cls, location: str, workspaces_dir: Path, stale_seconds: float = 0.0) -> Stores:
+        """``files`` (the JSON files in ``workspaces_dir``) or a ``redis://`` URL; while that Redis cannot be
+        reached, reads come from the last loaded copy for up to ``stale_seconds`` (``STORE_STALE_SECONDS``)."""
         if location == "files":
             return cls(KeyStore(workspaces_dir), UserStore(workspaces_dir))
         if location.startswith(("redis://", "rediss://", "unix://")):
             from app.documents.redisdoc import redis_client
 
             client = redis_client(location)
-            return cls(KeyStore(redis_client=client), UserStore(redis_client=client))
+            return cls(
+                KeyStore(redis_client=client, stale_seconds=stale_seconds),
+                UserStore(redis_client=client, stale_seconds=stale_seconds),
+            )
         raise StoreAdminError(f"Unknown store {location!r}: use 'files' or a redis:// URL")
 
     def documents(self) -> dict:

@@ -266,13 +266,19 @@ def redis_server_binary(missing: str = "redis-server is not installed (apt-get i
 
 
 class RedisServer:
-    """A private redis-server on a fixed loopback port that a test may stop and start again."""
+    """A private redis-server on a fixed loopback port that a test may stop and start again.
 
-    def __init__(self, workdir: Path, port: int | None = None, binary: str | None = None) -> None:
+    ``persistent``: an append-only file in ``workdir`` keeps the data across a stop and start (a store's outage),
+    written on every command; otherwise each start is empty (rate limits)."""
+
+    def __init__(
+        self, workdir: Path, port: int | None = None, binary: str | None = None, *, persistent: bool = False
+    ) -> None:
         self.binary = binary or redis_server_binary()
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.workdir = workdir
+        self.persistent = persistent
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10) -> None:
@@ -286,7 +292,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.workdir),
             ],

@@ -93,9 +93,11 @@ def test_values_are_read(tmp_path):
             HOST="0.0.0.0",
             PORT="9000",
             ASK_INDEX_WAIT="2.5",
+            STORE_STALE_SECONDS="0.5",
         )
     )
     assert config.ask_index_wait == 2.5
+    assert config.store_stale_seconds == 0.5
     assert config.admin_api_key == "a" * 40
     assert config.valid_api_keys == ("one-key", "two-key")
     assert config.api_rate_limit == 7
@@ -186,6 +188,10 @@ def test_allowed_ips_with_only_commas_is_an_error(tmp_path):
         ("ASK_INDEX_WAIT", "-1", "ASK_INDEX_WAIT must be a number of seconds from 0 to 300, got '-1'"),
         ("ASK_INDEX_WAIT", "nan", "ASK_INDEX_WAIT must be a number of seconds from 0 to 300, got 'nan'"),
         ("ASK_INDEX_WAIT", "3600", "ASK_INDEX_WAIT must be a number of seconds from 0 to 300, got '3600'"),
+        ("STORE_STALE_SECONDS", "half", "STORE_STALE_SECONDS must be a number of seconds from 0 to 3600, got 'half'"),
+        ("STORE_STALE_SECONDS", "-1", "STORE_STALE_SECONDS must be a number of seconds from 0 to 3600, got '-1'"),
+        ("STORE_STALE_SECONDS", "inf", "STORE_STALE_SECONDS must be a number of seconds from 0 to 3600, got 'inf'"),
+        ("STORE_STALE_SECONDS", "7200", "STORE_STALE_SECONDS must be a number of seconds from 0 to 3600, got '7200'"),
     ],
 )
 def test_bad_values_are_config_errors_naming_the_variable(tmp_path, name, value, message):

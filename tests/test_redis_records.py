@@ -98,7 +98,7 @@ def test_another_process_fetches_only_what_changed_and_reloads_all_only_when_far
     assert reader.file.full_loads == 1  # three records fetched, not twenty
 
     behind = KeyStore(redis_client=redis_client(redis_db))
-    writer.file._log_keep = behind.file._log_keep = 3  # a log of the last three changes only
+    writer.file.document._log_keep = behind.file.document._log_keep = 3  # a log of the last three
     assert behind.lookup(made[0].key) is not None
     for new in made[8:13]:
         writer.revoke(new.record["id"])

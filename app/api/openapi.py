@@ -408,7 +408,11 @@ _ERROR_WHEN = {
         "from this address, or (creating a key) over KEY_CREATE_LIMIT for the key's owner."
     ),
     500: "An unexpected error; it is logged, never shown.",
-    503: "The key or user store is unreadable (it fails closed), or could not be written.",
+    503: (
+        "The key or user store is unreadable (it fails closed), or could not be written; with a Redis store, Redis "
+        "is away: a change is refused at once, a dashboard key once the last loaded copy is older than "
+        "STORE_STALE_SECONDS."
+    ),
     507: "The disk holding WORKSPACES_DIR is full; nothing was changed.",
 }
 _ERROR_HEADERS = {

@@ -100,6 +100,8 @@ def resolve_principal(req: Request) -> Principal | AuthFailure:
     if svc.session_cookie in req.cookies and current_user.is_authenticated:
         user = current_user._get_current_object()
         return Principal("session", user.username, user.role, None, f"user:{user.id}", f"user:{user.id}")
+    if "session_store_error" in g and presented_key(req) is None:  # a session the store cannot check right now
+        return AuthFailure(503, "Key store unavailable", "store_unavailable")
 
     raw = presented_key(req)
     if raw is None:
@@ -114,15 +116,16 @@ def resolve_principal(req: Request) -> Principal | AuthFailure:
         return AuthFailure(429, "Rate limit exceeded", "throttled", headers=throttled)
 
     store_down = False
+    generation = svc.keys.generation  # before the lookup: a reload racing it leaves the cache entry stale, not wrong
     # One change check for both stores (a revocation or a disabled owner counts at once), only for what could be
     # a dashboard key: ADMIN_API_KEY and VALID_API_KEYS never touch the stores.
-    generation = svc.keys.file.change_check() if looks_like_key(raw) else None
+    checked = svc.keys.file.change_check() if looks_like_key(raw) else None
     try:
-        record = svc.keys.lookup(raw, generation)
+        record = svc.keys.lookup(raw, checked)
     except StoreUnavailable:
         record, store_down = None, True
     if record is not None:
-        return _dashboard_principal(svc, record, ip, generation)
+        return _dashboard_principal(svc, record, ip, generation, checked)
 
     candidate = raw.encode("utf-8", "surrogateescape")
     match = None
@@ -142,13 +145,20 @@ def resolve_principal(req: Request) -> Principal | AuthFailure:
 _NEVER = float("inf")
 
 
-def _dashboard_principal(svc: Services, record: dict, ip: str, generation: int | None) -> Principal | AuthFailure:
+def _dashboard_principal(
+    svc: Services, record: dict, ip: str, keys_generation: int, checked: int | None
+) -> Principal | AuthFailure:
+    """The principal of a key ``record`` looked up at key-store generation ``keys_generation``; ``checked``: the
+    request's change check of the store folder (``SharedJSONFile.change_check``), None to check here."""
+    users_generation = svc.users.generation  # as for the keys: read before the store is
     try:
-        svc.users.file.read(generation)  # reloads if users.json changed
+        svc.users.file.read(checked)  # reloads if users.json changed
     except StoreUnavailable:
         return AuthFailure(503, "Key store unavailable", "store_unavailable")
     # services().principals: digest -> (key-store generation, user-store generation, expiry epoch, principal).
-    # An entry is reused only while neither store has reloaded, so a revocation or a disabled owner counts at once.
+    # An entry is reused only while neither store has reloaded, so a revocation or a disabled owner counts at once;
+    # it is tagged with the generations read before the records were, so one built from a record that a reload
+    # (in another thread) has just replaced is never taken for current.
     principals = svc.principals
     cached = principals.get(record["digest"])
     if cached and cached[:2] == (svc.keys.generation, svc.users.generation) and time.time() < cached[2]:
@@ -173,8 +183,8 @@ def _dashboard_principal(svc: Services, record: dict, ip: str, generation: int |
         if len(principals) > 100_000:
             principals.clear()
         principals[record["digest"]] = (
-            svc.keys.generation,
-            svc.users.generation,
+            keys_generation,
+            users_generation,
             expires.timestamp() if expires else _NEVER,
             principal,
         )

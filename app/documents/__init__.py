@@ -1,6 +1,6 @@
 """The JSON documents the key and user stores live in: a file several processes share (``sharedfile``), the same
-document in Redis as one hash per record (``redisrecords``), and their maintenance: check, restore, migrate
-(``storeadmin``).
+document in Redis as one hash per record (``redisrecords``), what happens while that Redis is away (``stale``), and
+their maintenance: check, restore, migrate (``storeadmin``).
 
 The exceptions every store and caller shares are here, so the modules import them from one place, not each other.
 """
@@ -17,6 +17,12 @@ _commit_hook: contextvars.ContextVar[list | None] = contextvars.ContextVar("comm
 
 class StoreUnavailable(Exception):
     """The document cannot be read or parsed; callers fail closed and never overwrite it."""
+
+
+class StoreUnreachable(StoreUnavailable):
+    """The store's server cannot be reached (Redis stopped, restarting, loading or timing out), as opposed to a
+    document that is unreadable. A backend raises it from ``read`` and ``update``; ``app.documents.stale`` then answers
+    reads from the last loaded copy for a while and refuses changes (503, nothing changed)."""
 
 
 class StoreWriteError(Exception):

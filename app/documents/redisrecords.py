@@ -29,7 +29,14 @@ from typing import Any
 
 import redis
 
-from app.documents import StoreUnavailable, StoreWriteError, run_commit_hook, saving, saving_late
+from app.documents import (
+    StoreUnavailable,
+    StoreUnreachable,
+    StoreWriteError,
+    run_commit_hook,
+    saving,
+    saving_late,
+)
 
 log = logging.getLogger("askgate.store")
 
@@ -41,6 +48,9 @@ BULK_TIMEOUT = 120.0  # seconds: writing every record (migrate, restore) is one 
 # The document that replaces the old one-string layout once its records moved: Askgate before this layout reads it
 # as a store of an unknown version and fails closed (503) instead of serving a copy that no longer changes.
 MOVED_VERSION = 0
+# Redis is away (stopped, restarting, loading its data, not answering), not refusing what we asked: reads may then be
+# answered from the last loaded copy for a while (app.documents.stale), changes are refused.
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 
 # One round trip per read: the counter, and when it moved, every record changed since ``seen``, or "full".
 _SYNC = """
@@ -149,8 +159,15 @@ class RedisRecords:
             return self._sync(
                 keys=[self.counter_key, self.changes_key], args=[seen, self.record_prefix, self._log_keep]
             )
+        except UNREACHABLE as exc:
+            raise StoreUnreachable(f"{self.path} cannot be reached: {exc}") from None
         except redis.RedisError as exc:
             raise StoreUnavailable(f"{self.path} cannot be read: {exc}") from None
+
+    def forget(self) -> None:
+        """Read every record afresh on the next read, whatever the counter says (after an outage: a restarted
+        Redis may have lost changes, or been restored, and its counter gone back to a value this process saw)."""
+        self._seen = -1
 
     def _apply(self, reply: list) -> None:
         now = int(reply[0])
@@ -181,11 +198,13 @@ class RedisRecords:
                 del self._records[record_id]
             records[:] = self._records.values()
             self._position = {record_id: at for at, record_id in enumerate(self._records)}
-        self._seen = now
         if self._on_change is not None:
             self._on_change(changed, removed)
         elif self._on_load is not None:
             self._on_load(self._data)
+        # Last: read() answers from the cache without the lock once it sees this counter, so the owner's indexes
+        # (keys by digest) must already be current, or a revocation could miss a request.
+        self._seen = now
 
     def _load_all(self) -> None:
         """Every record, afresh (first read, a process too far behind, after a restore or migrate)."""
@@ -193,10 +212,10 @@ class RedisRecords:
         self._data = data
         self._records = {record["id"]: record for record in data[self.field]}
         self._position = {record_id: at for at, record_id in enumerate(self._records)}
-        self._seen = counter
         self.full_loads += 1
         if self._on_load is not None:
             self._on_load(data)
+        self._seen = counter  # last, as in _apply
 
     def _fetch_all(self) -> tuple[dict, int]:
         """The validated document and the counter it is at least as new as; moves a one-string store first."""
@@ -213,6 +232,8 @@ class RedisRecords:
             ids = sorted(record_id.decode() for record_id in ids)
             for start in range(0, len(ids), BATCH):
                 records += self._dump_batch(ids[start : start + BATCH])
+        except UNREACHABLE as exc:
+            raise StoreUnreachable(f"{self.path} cannot be reached: {exc}") from None
         except redis.RedisError as exc:
             raise StoreUnavailable(f"{self.path} cannot be read: {exc}") from None
         records.sort(key=lambda record: record.get("created_at") or "")
@@ -313,6 +334,8 @@ class RedisRecords:
                         return self._transaction(hooked, scope)
                     except redis.WatchError:
                         continue
+            except UNREACHABLE as exc:
+                raise StoreUnreachable(f"Could not save to {self.path}: {exc}. Nothing was changed.") from None
             except redis.RedisError as exc:
                 raise StoreWriteError(f"Could not save to {self.path}: {exc}. Nothing was changed.") from None
             raise StoreWriteError(f"Could not save to {self.path}: too much contention. Nothing was changed.")

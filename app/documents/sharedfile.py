@@ -91,16 +91,16 @@ class SharedJSONFile:
         return self._empty() if data is None else data
 
     def change_check(self) -> int | None:
-        """Where the folder's changes stand now (one ``poll``; None without a watch): pass it to :meth:`read` of
-        both stores, so that one request checks once. A change made before this call is always seen."""
+        """Where the folder's changes stand now (one ``epoll_wait``; None without a watch): pass it to :meth:`read`
+        of both stores, so that one request checks once. A change made before this call is always seen."""
         return self._watch.generation()
 
     def read(self, generation: int | None = None) -> dict:
         """The current document, reloaded only if the file changed since the last look.
 
-        Nothing in the folder changed since this file was last checked (one ``poll``, see app.documents.watch, or
-        the ``generation`` a :meth:`change_check` of this request returned): the cached document. Otherwise (or
-        with no watch) one ``stat``, and a reload when the file changed."""
+        Nothing in the folder changed since this file was last checked (one ``epoll_wait``, see
+        app.documents.watch, or the ``generation`` a :meth:`change_check` of this request returned): the cached
+        document. Otherwise (or with no watch) one ``stat``, and a reload when the file changed."""
         if generation is None:
             generation = self._watch.generation()
         if generation is not None and generation == self._seen and (self._data is not None or self._error):
@@ -124,13 +124,19 @@ class SharedJSONFile:
                         log.error("store unavailable: %s", exc)
                     self._signature, self._data, self._error = signature, None, str(exc)
                     raise
-                self._signature, self._data, self._error = signature, data, None
+                # Indexes first, then the signature: a reader that sees the new signature without the lock must
+                # find the owner's indexes (keys by digest) already rebuilt, or a revocation could miss a request.
                 if self._on_load:
                     self._on_load(data)
+                self._signature, self._data, self._error = signature, data, None
             self._seen = generation
             if self._error:
                 raise StoreUnavailable(self._error)
             return self._data
+
+    def forget(self) -> None:
+        """Parse the file afresh on the next read, even if it looks unchanged."""
+        self._signature, self._seen = None, None
 
     def check(self) -> str | None:
         """Describe what is wrong with the file on disk, or None when it is fine."""
@@ -179,10 +185,10 @@ class SharedJSONFile:
                     self._upgrade(data, older)
             # The file we just wrote is the current one: adopt it without re-parsing.
             with self._mutex:
-                self._signature, self._data, self._error = self._stat_signature(), data, None
-                self._seen = None
                 if self._on_load:
                     self._on_load(data)
+                self._signature, self._data, self._error = self._stat_signature(), data, None
+                self._seen = None
             return result
 
     def replace_all(self, data: dict) -> None:
@@ -290,14 +296,18 @@ def open_document(
     field: str,
     on_change: Callable[[list[dict], list[str]], None] | None = None,
     indexes: dict | None = None,
+    stale_seconds: float = 0.0,
     **options,
 ):
     """The store document ``name`` (whose records are in ``field``): a file in ``workspaces_dir``, or one Redis hash
-    per record when a client is given (``on_change`` and ``indexes`` serve that layout; see ``redisrecords``)."""
+    per record when a client is given (``on_change`` and ``indexes`` serve that layout; see ``redisrecords``); its
+    reads answered from the last loaded copy for up to ``stale_seconds`` while its server cannot be reached."""
+    from app.documents.stale import StaleReads
+
     if redis_client is not None:
         from app.documents.redisrecords import RedisRecords  # only when Redis is used: redis-py is then loaded
 
-        return RedisRecords(
+        records = RedisRecords(
             redis_client,
             f"{redis_prefix}:{name.removesuffix('.json')}",
             field=field,
@@ -306,4 +316,5 @@ def open_document(
             legacy_key=f"{redis_prefix}:{name}",
             **options,
         )
-    return SharedJSONFile(Path(workspaces_dir) / name, **options)
+        return StaleReads(records, stale_seconds)
+    return StaleReads(SharedJSONFile(Path(workspaces_dir) / name, **options), stale_seconds)

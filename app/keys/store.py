@@ -154,8 +154,16 @@ def _validate(raw: object) -> dict:
 class KeyStore:
     """All dashboard-generated keys. Nothing else reads or writes ``api-keys.json``."""
 
-    def __init__(self, workspaces_dir: Path | None = None, *, redis_client=None, redis_prefix: str = "askgate") -> None:
-        """Keys in ``workspaces_dir/api-keys.json``, or in Redis when a client is given (several hosts)."""
+    def __init__(
+        self,
+        workspaces_dir: Path | None = None,
+        *,
+        redis_client=None,
+        redis_prefix: str = "askgate",
+        stale_seconds: float = 0.0,
+    ) -> None:
+        """Keys in ``workspaces_dir/api-keys.json``, or in Redis when a client is given (several hosts); while that
+        Redis is away, reads come from the last loaded copy for up to ``stale_seconds`` (app.documents.stale)."""
         self._by_digest: dict[str, dict] = {}
         self._by_id: dict[str, dict] = {}
         self._by_previous: dict[str, tuple[float, dict]] = {}  # previous digest -> (grace end, epoch; record)
@@ -165,6 +173,7 @@ class KeyStore:
             workspaces_dir=workspaces_dir,
             redis_client=redis_client,
             redis_prefix=redis_prefix,
+            stale_seconds=stale_seconds,
             field="keys",
             empty=lambda: {"version": SCHEMA_VERSION, "keys": []},
             validate=_validate,

@@ -129,7 +129,14 @@ def validate_username(username: object) -> str:
 class UserStore:
     """All users. Nothing else reads or writes ``users.json``."""
 
-    def __init__(self, workspaces_dir: Path | None = None, *, redis_client=None, redis_prefix: str = "askgate") -> None:
+    def __init__(
+        self,
+        workspaces_dir: Path | None = None,
+        *,
+        redis_client=None,
+        redis_prefix: str = "askgate",
+        stale_seconds: float = 0.0,
+    ) -> None:
         """Users in ``workspaces_dir/users.json``, or in Redis when a client is given (several hosts)."""
         self._by_name: dict[str, dict] = {}
         self._by_id: dict[str, dict] = {}
@@ -139,6 +146,7 @@ class UserStore:
             workspaces_dir=workspaces_dir,
             redis_client=redis_client,
             redis_prefix=redis_prefix,
+            stale_seconds=stale_seconds,
             field="users",
             empty=lambda: {"version": SCHEMA_VERSION, "users": []},
             indexes={"by-name": lambda record: (record["username"].lower(),)},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user, login_url, login_user, logout_user
 
 from app import accounts, firstrun
 from app.documents.sharedfile import StoreUnavailable
@@ -42,9 +42,22 @@ def load_user(session_id: str) -> User | None:
         sid = session.get(SESSION_ID)
         if not isinstance(sid, str) or not users.session_alive(user.id, sid, services().config.session_lifetime):
             return None
-    except StoreUnavailable:
+    except StoreUnavailable as exc:
+        # Not signed out: the store cannot say (Redis away past STORE_STALE_SECONDS). Pages answer 503 (see
+        # sign_in_first) and the API "Key store unavailable"; the session counts again once the store is back.
+        g.session_store_error = exc
         return None
     return user
+
+
+@login_manager.unauthorized_handler
+def sign_in_first():
+    """flask-login's own answer (flash, then the sign-in page with ``next``), unless the store could not say who
+    the visitor is: then the readable 503 page rather than a sign-in form that cannot work either."""
+    if "session_store_error" in g:
+        raise g.session_store_error
+    flash(login_manager.login_message, login_manager.login_message_category)
+    return redirect(login_url(login_manager.login_view, next_url=request.url))
 
 
 def safe_next(target: str | None) -> str | None:
