@@ -3,8 +3,8 @@
 Every API request made with a key (a dashboard key, ``ADMIN_API_KEY`` or one of ``VALID_API_KEYS``) adds one to its
 bucket's current hour, split into ``ok`` (2xx), ``client_error`` (other 4xx), ``rate_limited`` (429) and ``denied``
 (401/403 the key itself caused: revoked, expired, disabled owner, scope, workspace, address). The request path pays
-a lock and a few dict operations (``UsageRecorder.count``); a background thread of each process adds the counts to
-the store every ``USAGE_FLUSH_SECONDS`` with additive upserts, so any number of processes and hosts add up exactly.
+one deque append (``UsageRecorder.count``); a background thread of each process sums those by hour and adds the sums
+to the store every ``USAGE_FLUSH_SECONDS`` with additive upserts, so any number of processes and hosts add up exactly.
 The last time and address a key was used are written with the same flush: never into ``api-keys.json``, so using a
 key never invalidates any process's key cache. A kill -9 loses at most one window; a graceful stop flushes.
 """
@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -274,6 +275,8 @@ class UsageUnavailable(Exception):
 
 # -- the per-process counters ---------------------------------------------------------------------------------------
 _recorders: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()
+_NOT_USED = object()  # a pending request's address slot when the key was refused: no last use
+DRAIN_SECONDS = 1.0  # the flushing thread sums pending requests this often, so they hold about a second's memory
 
 
 def flush_all() -> None:
@@ -294,33 +297,57 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class UsageRecorder:
-    """This process's counts since the last flush, and the thread that flushes them."""
+    """This process's counts since the last flush, and the thread that sums and flushes them.
+
+    The request path (``count``) appends one tuple to a deque: one atomic call, no lock, no arithmetic. The
+    flushing thread sums what is pending by bucket and hour every ``DRAIN_SECONDS`` and writes the sums every
+    ``flush_seconds``; ``bench/instructions.py`` measures what a request pays."""
 
     def __init__(self, store, flush_seconds: float) -> None:
         self.store = store
         self.flush_seconds = flush_seconds
-        self._counts: Counts = {}
-        self._last: dict[str, LastUse] = {}
-        self._lock = threading.Lock()
+        self._pending: deque[tuple] = deque()  # (bucket, column, epoch seconds, address or _NOT_USED)
+        self._counts: Counts = {}  # pending requests summed, not flushed yet
+        self._last: dict[str, tuple[float, str | None]] = {}  # bucket -> (epoch seconds, address)
+        self._lock = threading.Lock()  # guards _counts and _last (summing, flushing, reading)
         self._flush_lock = threading.Lock()
         self._pid: int | None = None
         self._running = False  # this process's flushing thread is started (reset in a forked child)
         self._wake = threading.Event()
         _recorders.add(self)
 
-    def count(self, bucket: str, outcome: int, ip: str | None, used: bool) -> None:
-        """One request of ``bucket`` (the hot path). ``used``: the key was accepted, so it is its last use."""
+    def count(self, bucket: str, column: int, ip: str | None, used: bool) -> None:
+        """One request of ``bucket`` in ``column`` (OK, CLIENT_ERROR, ...): the hot path.
+
+        ``used``: the key was accepted, so this is its last use (from ``ip``)."""
         if not self._running:
             self._start()
-        now = time.time()
-        hour = int(now) // HOUR * HOUR
-        with self._lock:
-            row = self._counts.get((bucket, hour))
+        self._pending.append((bucket, column, time.time(), ip if used else _NOT_USED))
+
+    def _sum_pending(self) -> None:
+        """Move pending requests into the per-hour sums (the caller holds ``_lock``).
+
+        ``popleft`` is atomic: a request appended meanwhile is either taken now or left for the next call."""
+        take = self._pending.popleft
+        counts, last = self._counts, self._last
+        while True:
+            try:
+                bucket, column, at, ip = take()
+            except IndexError:
+                return
+            slot = (bucket, int(at) // HOUR * HOUR)
+            row = counts.get(slot)
             if row is None:
-                row = self._counts[(bucket, hour)] = [0, 0, 0, 0]
-            row[outcome] += 1
-            if used:
-                self._last[bucket] = LastUse(now, ip)
+                row = counts[slot] = [0, 0, 0, 0]
+            row[column] += 1
+            if ip is not _NOT_USED:
+                seen = last.get(bucket)
+                if seen is None or seen[0] <= at:
+                    last[bucket] = (at, ip)
+
+    def sum_pending(self) -> None:
+        with self._lock:
+            self._sum_pending()
 
     def _start(self) -> None:
         """The first count in this process (a gunicorn worker is forked): start its own flushing thread.
@@ -332,6 +359,7 @@ class UsageRecorder:
                 return
             # Counts a parent process took before the fork are the parent's to flush.
             self._lock = threading.Lock()
+            self._pending = deque()
             self._counts, self._last = {}, {}
             self._pid = os.getpid()
             self._running = True
@@ -349,24 +377,25 @@ class UsageRecorder:
             return
         with self._flush_lock:
             with self._lock:
+                self._sum_pending()
                 counts, self._counts = self._counts, {}
                 last, self._last = self._last, {}
             if not counts and not last:
                 return
             try:
-                self.store.add(counts, last, time.time())
+                self.store.add(counts, {b: LastUse(at, ip) for b, (at, ip) in last.items()}, time.time())
             except Exception as exc:  # a store that is away keeps nothing from being counted later
                 log.warning("could not record key usage (kept for the next flush): %s", exc)
                 self._put_back(counts, last)
 
-    def _put_back(self, counts: Counts, last: dict[str, LastUse]) -> None:
+    def _put_back(self, counts: Counts, last: dict[str, tuple[float, str | None]]) -> None:
         with self._lock:
             for slot, row in counts.items():
                 mine = self._counts.setdefault(slot, [0, 0, 0, 0])
                 for i, n in enumerate(row):
                     mine[i] += n
             for bucket, use in last.items():
-                if bucket not in self._last or self._last[bucket].at < use.at:
+                if bucket not in self._last or self._last[bucket][0] < use[0]:
                     self._last[bucket] = use
 
     # -- reading ------------------------------------------------------------------------------------------------
@@ -389,11 +418,14 @@ class UsageRecorder:
         except Exception as exc:
             log.warning("could not read key usage: %s", exc)
             found = {}
-        with self._lock:
-            pending = dict(self._last) if self._pid == os.getpid() else {}
-        for bucket, use in pending.items():
-            if bucket not in found or found[bucket].at < use.at:
-                found[bucket] = use
+        pending = {}
+        if self._pid == os.getpid():
+            with self._lock:
+                self._sum_pending()
+                pending = dict(self._last)
+        for bucket, (at, ip) in pending.items():
+            if bucket not in found or found[bucket].at < at:
+                found[bucket] = LastUse(at, ip)
         return found
 
     def daily(self, now: float | None = None) -> tuple[list[int], dict[int, dict[str, list[int]]]]:
@@ -407,12 +439,19 @@ class UsageRecorder:
 
 
 def _flush_every(ref: weakref.ref, wake: threading.Event, seconds: float, pid: int) -> None:
-    """The flushing thread: holds its recorder weakly, so an app that is gone (tests make many) takes it along."""
-    while not wake.wait(seconds):
+    """The flushing thread: sums pending requests every DRAIN_SECONDS, flushes every ``seconds``.
+
+    It holds its recorder weakly, so an app that is gone (tests make many) takes it along."""
+    next_flush = time.monotonic() + seconds
+    while not wake.wait(min(DRAIN_SECONDS, max(0.0, next_flush - time.monotonic()))):
         recorder = ref()
         if recorder is None or os.getpid() != pid:
             return
-        recorder.flush()
+        if time.monotonic() >= next_flush:
+            recorder.flush()
+            next_flush = time.monotonic() + seconds
+        else:
+            recorder.sum_pending()
         del recorder
 
 

@@ -7,34 +7,14 @@ in tests/test_keyrules.py). The archive goes through the dashboard upload's chec
 from __future__ import annotations
 
 import io
-import tarfile
-import zipfile
 
 import pytest
 
 from tests.conftest import ADMIN_KEY, CLIENT_KEY
+from tests.storeservers import tgz_bytes, zip_bytes
 
 ADMIN = {"x-api-key": ADMIN_KEY}
 PUT_REFUSED = {"error": "Putting a workspace needs an admin session, the admin key or a key with workspaces:write"}
-
-
-def zip_bytes(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
-
-
-def tgz_bytes(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 OLD = {"shop/cart.py": "def add_to_cart(item):\n    return [item]\n"}

@@ -6,40 +6,17 @@ Keys are made as an admin makes them: ``POST /api/keys`` with the admin key.
 
 from __future__ import annotations
 
-import io
-import tarfile
-from pathlib import Path
-
 import pytest
 import requests
 
-from app.stores import Stores
-from tests.conftest import ADMIN_KEY, PASSWORD, LiveServer
+from tests.conftest import ADMIN_KEY
 from tests.procnet import pin_by_worker
+from tests.storeservers import ALPHA, BETA, answer, start, tgz_bytes
 
 pytestmark = pytest.mark.server
 
 ADMIN = {"x-api-key": ADMIN_KEY}
 IP_DENIED = {"error": "Access denied from this IP address"}
-ALPHA = {"alpha.py": "def alpha_thing():\n    return 1\n"}
-BETA = {"beta.py": "def beta_thing():\n    return 2\n"}
-
-
-def tgz(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def seed(folder: Path, name: str, files: dict[str, str]) -> None:
-    for path, text in files.items():
-        (folder / name / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name / path).write_text(text)
 
 
 def new_key(server, user: str, **limits) -> str:
@@ -66,38 +43,16 @@ def put(server, workspace_id: str, key: str, body) -> requests.Response:
     return requests.put(server.url + f"/api/workspaces/{workspace_id}", data=body, headers=headers, timeout=30)
 
 
-def answer(response: requests.Response) -> tuple[int, dict]:
-    return response.status_code, response.json()
-
-
-def start(request, tmp_path: Path, workspaces: Path, backend: str):
-    """gunicorn with the project's config: one worker on files and memory limits, three on Redis for both."""
-    env = {"MAX_CONTENT_LENGTH": str(64 * 1024)}
-    store = "files"
-    if backend == "redis":
-        store = request.getfixturevalue("redis_db")
-        env |= {"STORE_URL": store, "RATELIMIT_STORAGE_URI": store, "WEB_CONCURRENCY": "3"}
-    users = Stores.open(store, workspaces).users
-    users.create("root", PASSWORD, "admin")
-    users.create("alice", PASSWORD, "member")
-    seed(workspaces, "alpha", ALPHA)
-    seed(workspaces, "beta", BETA)
-    live = LiveServer(workspaces, env, tmp_path / "gunicorn.log")
-    if backend == "redis":
-        live.wait_workers(3)
-    return live
-
-
 @pytest.fixture(params=["files", pytest.param("redis", marks=pytest.mark.redis)])
 def server(request, tmp_path, workspaces):
-    live = start(request, tmp_path, workspaces, request.param)
+    live = start(request, tmp_path, workspaces, request.param, MAX_CONTENT_LENGTH=str(64 * 1024))
     yield live
     live.stop()
 
 
 @pytest.fixture
 def redis_server(request, tmp_path, workspaces):
-    live = start(request, tmp_path, workspaces, "redis")
+    live = start(request, tmp_path, workspaces, "redis", MAX_CONTENT_LENGTH=str(64 * 1024))
     yield live
     live.stop()
 
@@ -125,7 +80,7 @@ def test_allowed_ips_and_scopes(server):
     assert ask(server, ask_only, "alpha", "alpha_thing").status_code == 200
     assert answer(ask(server, read_only, "alpha", "alpha_thing")) == (403, {"error": scope.format("ask")})
     assert get(server, "/api/workspaces", read_only).status_code == 200
-    refused = put(server, "alpha", free, tgz(BETA))
+    refused = put(server, "alpha", free, tgz_bytes(BETA))
     assert answer(refused) == (403, {"error": scope.format("workspaces:write")})
     refused = requests.delete(server.url + "/api/workspaces/alpha", headers={"x-api-key": free}, timeout=10)
     assert answer(refused) == (403, {"error": scope.format("workspaces:write")})
@@ -135,14 +90,14 @@ def test_allowed_ips_and_scopes(server):
 def test_ci_puts_a_workspace_with_a_workspaces_write_key_then_asks_about_the_new_files(server):
     writer = new_key(server, "root", scopes=["ask", "workspaces:read", "workspaces:write"])
     first = {"src/billing.py": "def charge_invoice(amount):\n    return amount * 2\n"}
-    created = put(server, "shop", writer, tgz(first))
+    created = put(server, "shop", writer, tgz_bytes(first))
     size = len(first["src/billing.py"])
     assert answer(created) == (201, {"id": "shop", "file_count": 1, "size_bytes": size})
     assert created.headers["X-RateLimit-Limit"] == "1000"
     assert ask(server, writer, "shop", "charge_invoice").json()["sources"][0]["path"] == "src/billing.py"
 
     second = {"src/shipping.py": "def ship_parcel(address):\n    return address\n"}
-    replaced = put(server, "shop", writer, tgz(second))
+    replaced = put(server, "shop", writer, tgz_bytes(second))
     assert answer(replaced) == (200, {"id": "shop", "file_count": 1, "size_bytes": len(second["src/shipping.py"])})
     assert ask(server, writer, "shop", "ship_parcel").json()["sources"][0]["path"] == "src/shipping.py"
     assert ask(server, writer, "shop", "charge_invoice").json()["sources"] == []

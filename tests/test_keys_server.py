@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import requests
@@ -18,8 +17,9 @@ import requests
 from app.keys.format import digest, display_prefix, generate_key
 from app.keys.store import parse_iso
 from app.stores import Stores
-from tests.conftest import ADMIN_KEY, CSRF_RE, PASSWORD, LiveServer
+from tests.conftest import ADMIN_KEY, CSRF_RE, PASSWORD
 from tests.procnet import pin_by_worker
+from tests.storeservers import answer, start
 
 pytestmark = pytest.mark.server
 
@@ -28,30 +28,9 @@ LIMITS = ("scopes", "workspaces", "rate_limit", "allowed_ips")
 INVALID = {"error": "Invalid API key"}
 
 
-def start(request, tmp_path: Path, workspaces: Path, backend: str) -> LiveServer:
-    """gunicorn with the project's config: one worker on the files, three on Redis (keys and limits there)."""
-    env = {"API_RATE_LIMIT": "500"}
-    store = "files"
-    if backend == "redis":
-        store = request.getfixturevalue("redis_db")
-        env |= {"STORE_URL": store, "RATELIMIT_STORAGE_URI": store, "WEB_CONCURRENCY": "3"}
-    users = Stores.open(store, workspaces).users
-    if users.get("root") is None:
-        users.create("root", PASSWORD, "admin")
-        users.create("alice", PASSWORD, "member")
-    for name in ("alpha", "beta"):
-        (workspaces / name).mkdir(exist_ok=True)
-        (workspaces / name / f"{name}.py").write_text(f"def {name}_thing():\n    return 1\n")
-    live = LiveServer(workspaces, env, tmp_path / "gunicorn.log")
-    live.store = store
-    live.workers = 3 if backend == "redis" else 1
-    live.wait_workers(live.workers)
-    return live
-
-
 @pytest.fixture(params=["files", pytest.param("redis", marks=pytest.mark.redis)])
 def server(request, tmp_path, workspaces):
-    live = start(request, tmp_path, workspaces, request.param)
+    live = start(request, tmp_path, workspaces, request.param, API_RATE_LIMIT="500")
     yield live
     live.stop()
 
@@ -73,10 +52,6 @@ def signed_in(server, username: str) -> requests.Session:
 
 def whoami(server, key: str) -> requests.Response:
     return requests.get(server.url + "/api/whoami", headers={"x-api-key": key}, timeout=10)
-
-
-def answer(response: requests.Response) -> tuple[int, dict]:
-    return response.status_code, response.json()
 
 
 def limits_of(body: dict) -> dict:
@@ -279,7 +254,7 @@ def test_a_version_1_store_is_upgraded_by_the_server_on_its_first_write(request,
         path = workspaces / name.replace(":bak", ".bak")
         return path.read_bytes() if path.exists() else None
 
-    server = start(request, tmp_path, workspaces, backend)
+    server = start(request, tmp_path, workspaces, backend, API_RATE_LIMIT="500")
     try:
         check = Stores.open(server.store, workspaces).keys.file.check()
         assert check is None  # store check: a version-1 store is fine as it is

@@ -15,26 +15,10 @@ import pytest
 
 from app.documents.sharedfile import StoreUnavailable
 from app.keys.format import digest
-from app.keys.store import KeyRequestError, KeyStore, iso, key_status, parse_iso, public_view
+from app.keys.store import RECORD_FIELDS, KeyRequestError, KeyStore, iso, key_status, parse_iso, public_view
 
 ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-FIELDS = {
-    "id",
-    "name",
-    "owner",
-    "prefix",
-    "digest",
-    "created_at",
-    "expires_at",
-    "revoked_at",
-    "last_used_at",
-    "scopes",
-    "workspaces",
-    "rate_limit",
-    "allowed_ips",
-    "previous_digest",
-    "previous_expires_at",
-}
+FIELDS = set(RECORD_FIELDS)
 
 
 @pytest.fixture

@@ -59,10 +59,10 @@ def finish_api(response: Response) -> Response:
     result = g.get("auth_result")
     if result is None or request.endpoint in PUBLIC_ENDPOINTS:
         return response
-    req = request._get_current_object()  # read below several times: one proxy lookup
     principal = None if isinstance(result, AuthFailure) else result
     key = principal.key if principal else None
     status = response.status_code
+    ip = request.remote_addr
     if principal is None:
         outcome = result.outcome
     elif status == 429:
@@ -71,13 +71,13 @@ def finish_api(response: Response) -> Response:
         outcome = g.get("key_refusal", "ok")
     else:
         outcome = "ok"
-    _count_use(principal, result, status)
+    _count_use(principal, result, status, outcome, ip)
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "event": "api_auth",
-        "ip": req.remote_addr,
-        "method": req.method,
-        "path": req.path,
+        "ip": ip,
+        "method": request.method,
+        "path": request.path,
         "status": status,
         "outcome": outcome,
         "auth_method": principal.auth_method if principal else None,
@@ -94,19 +94,24 @@ def finish_api(response: Response) -> Response:
 _LINE_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
-def _count_use(principal: Principal | None, result: AuthFailure | Principal, status: int) -> None:
-    """Add the request to its key's usage (app.usage): sessions and unknown keys are no key's use."""
+def _count_use(
+    principal: Principal | None, result: AuthFailure | Principal, status: int, outcome: str, ip: str | None
+) -> None:
+    """Add the request to its key's usage (app.usage): sessions and unknown keys are no key's use.
+
+    Takes what finish_api already holds: its only lookup is the recorder (``bench/instructions.py``)."""
     if principal is not None:
         if principal.auth_method == "session":
             return
-        bucket, used, refused = principal.bucket, True, "key_refusal" in g
+        # A 403 the guard gave for the key's own rules (its log outcome is the reason) is the key's denial.
+        bucket, used, refused = principal.bucket, True, status == 403 and outcome != "ok"
     elif result.key_id is not None:
         bucket, used, refused = usage.key_bucket(result.key_id), False, True
     else:
         return
-    outcome = usage.outcome_of(status, refused)
-    if outcome is not None:
-        services().usage.count(bucket, outcome, request.remote_addr, used)
+    column = usage.outcome_of(status, refused)
+    if column is not None:
+        services().usage.count(bucket, column, ip, used)
 
 
 def write_access_line(line: str) -> None:

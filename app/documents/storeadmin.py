@@ -7,19 +7,9 @@ from typing import Protocol
 
 from app.documents import StoreAdminError, StoreUnavailable
 
-_KEY_FINGERPRINT = (
-    "id",
-    "owner",
-    "digest",
-    "revoked_at",
-    "expires_at",
-    "scopes",
-    "workspaces",
-    "rate_limit",
-    "allowed_ips",
-    "previous_digest",
-    "previous_expires_at",
-)
+# What a key record holds that its use does not depend on; a migrate checks everything else arrived (secrets, owner,
+# state and limits: every field app.keys.store.RECORD_FIELDS adds later is checked without a change here).
+_KEY_DISPLAY_FIELDS = frozenset({"name", "prefix", "created_at", "last_used_at"})
 
 
 class StoreDocuments(Protocol):
@@ -54,6 +44,11 @@ def restore(stores: StoreDocuments, only_broken: bool = True) -> list[str]:
     return restored
 
 
+def _key_use(record: dict) -> dict:
+    """The fields a key's use depends on; a field holding null and one a store leaves out are alike."""
+    return {name: value for name, value in record.items() if name not in _KEY_DISPLAY_FIELDS and value is not None}
+
+
 def _fingerprint(stores: StoreDocuments) -> dict:
     try:
         documents = stores.documents()
@@ -62,8 +57,7 @@ def _fingerprint(stores: StoreDocuments) -> dict:
     except StoreUnavailable as exc:
         raise StoreAdminError(str(exc)) from None
     return {
-        # Everything a key's use depends on: its secrets, state and limits (version 2 fields included).
-        "keys": sorted(json.dumps({name: k.get(name) for name in _KEY_FINGERPRINT}, sort_keys=True) for k in keys),
+        "keys": sorted(json.dumps(_key_use(k), sort_keys=True) for k in keys),
         "users": sorted((u["id"], u["username"], u["password_hash"], bool(u["disabled"])) for u in users),
     }
 

@@ -179,12 +179,7 @@ def usage_overview():
     ]
     return render_template(
         "admin_usage.html",
-        series=series,
-        chart=charts.bar_chart(series, "Requests with keys on this instance in the last 90 days, by day"),
-        peak=max(charts.total(row) for row in series),
-        span="the last 90 days, by day",
-        outcome_labels=charts.OUTCOME_LABELS,
-        series_classes=charts.SERIES_CLASSES,
+        usage=charts.figure(series, "Requests with keys on this instance", "the last 90 days, by day"),
         busiest=rows,
         busiest_days=BUSIEST_DAYS,
     )

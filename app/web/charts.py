@@ -13,6 +13,7 @@ from app.usage import OUTCOMES
 # Drawn bottom-up in this order; the colours are the theme's (see .chart-* in static/app.css).
 SERIES_CLASSES = {name: f"chart-{name.replace('_', '-')}" for name in OUTCOMES}
 OUTCOME_LABELS = {"ok": "OK", "client_error": "client errors", "rate_limited": "rate limited", "denied": "denied"}
+OUTCOME_TITLES = {name: label[:1].upper() + label[1:] for name, label in OUTCOME_LABELS.items()}  # column headings
 
 
 def total(row: dict) -> int:
@@ -66,3 +67,17 @@ def bar_chart(series: list[dict], label: str, outcomes: tuple[str, ...] = OUTCOM
         f'<line x1="0" y1="{height - 0.5}" x2="{width}" y2="{height - 0.5}" class="chart-axis"/>'
         f"{''.join(shapes)}</svg>"
     )
+
+
+def figure(series: list[dict], label: str, span: str) -> dict:
+    """All that ``usage_chart`` (templates/_usage.html) draws: the chart of ``series`` (titled ``label`` and
+    ``span``), its scale, legend and table."""
+    return {
+        "chart": bar_chart(series, f"{label} in {span}"),
+        "series": series,
+        "peak": max(total(row) for row in series),
+        "span": span,
+        "labels": OUTCOME_LABELS,
+        "titles": OUTCOME_TITLES,
+        "classes": SERIES_CLASSES,
+    }
