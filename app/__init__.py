@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from app.application import AskgateFlask, app_hooks_added
 from app.bodylimit import FormRequest
 from app.config import Config, ConfigError, load_config, load_dotenv_files
 from app.inputs import PASSWORD_MIN, QUESTION_MAX
@@ -25,7 +26,9 @@ def create_app(config: Config | None = None) -> Flask:
         except ConfigError as exc:
             # One clear line instead of a traceback, for gunicorn, flask CLI and imports alike.
             raise SystemExit(f"askgate: configuration error: {exc}") from None
-    app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"), static_folder=str(PROJECT_ROOT / "static"))
+    app = AskgateFlask(
+        __name__, template_folder=str(PROJECT_ROOT / "templates"), static_folder=str(PROJECT_ROOT / "static")
+    )
     # Werkzeug answers "//x" with a redirect whose absolute URL it builds from the Host header: never do that.
     app.url_map.merge_slashes = False
     app.session_interface = CachedSerializerSessionInterface()
@@ -54,11 +57,16 @@ def create_app(config: Config | None = None) -> Flask:
     from app.services import init_services
 
     configure_access_log()
-    csrf.init_app(app)
+    with app_hooks_added(app) as csrf_hooks:
+        csrf.init_app(app)
     login_manager.init_app(app)
     # Registered before the limiter so that it runs after the limiter's header injection.
     app.after_request(_retry_after_only_on_429)
-    limiter.init_app(app)
+    with app_hooks_added(app) as limiter_hooks:
+        limiter.init_app(app)
+    # The API checks CSRF itself (for sessions, once it knows who calls) and counts its own limits
+    # (app.ratelimits): flask-wtf's and flask-limiter's per-request hooks do nothing for it but cost time.
+    app.skip_app_hooks("api", csrf_hooks | limiter_hooks)
     init_services(app, config, limiter.storage)
 
     from app import errors, firstrun, security, web

@@ -31,10 +31,12 @@ from app.keys.store import KeyStore  # noqa: E402
 from app.users.store import UserStore  # noqa: E402
 from bench.bare_app import REFERENCE_PATH  # noqa: E402
 from bench.common import ADMIN_KEY, CLIENT_KEY, PASSWORD  # noqa: E402
+from bench.peer_app import PEER_PATH  # noqa: E402
 
 USER_AGENT = "askgate-bench"  # the same for login and load, so flask-login's session protection stays quiet
 NO_LIMIT = "100000000"  # requests per hour: the limiter does all its work but never refuses
 REFERENCE_NAME = "bare Flask reference"
+PEER_NAME = "flask-limiter peer (@limit, no key check)"
 CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"')
 
 # wrk reports through this script: exact percentiles (µs) and error counts as one JSON line.
@@ -73,11 +75,12 @@ class Sample:
 class Scenario:
     group: str  # "memory" | "redis"
     name: str
-    server: str  # "bare" | "askgate"
+    server: str  # "bare" | "peer" | "askgate"
     path: str
     headers: dict[str, str] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)  # to the reference of the same round
+    peer_ratios: list[float] = field(default_factory=list)  # to the flask-limiter peer of the same round
 
 
 # -- tools ------------------------------------------------------------------------------------------------
@@ -269,6 +272,7 @@ def server_env(workspaces: Path, storage_uri: str, workers: int) -> dict[str, st
 def scenarios_for(group: str, dashboard_key: str, cookie: str) -> list[Scenario]:
     return [
         Scenario(group, REFERENCE_NAME, "bare", REFERENCE_PATH),
+        Scenario(group, PEER_NAME, "peer", PEER_PATH),
         Scenario(group, "/api/health (no auth)", "askgate", "/api/health"),
         Scenario(group, "/api/whoami dashboard key", "askgate", "/api/whoami", {"x-api-key": dashboard_key}),
         Scenario(group, "/api/whoami admin key", "askgate", "/api/whoami", {"x-api-key": ADMIN_KEY}),
@@ -296,6 +300,7 @@ def run_group(
     servers: dict[str, Gunicorn] = {}
     try:
         servers["bare"] = Gunicorn("bench.bare_app:app", env, REFERENCE_PATH, scratch / f"bare-{group}.log")
+        servers["peer"] = Gunicorn("bench.peer_app:app", env, PEER_PATH, scratch / f"peer-{group}.log")
         servers["askgate"] = Gunicorn("wsgi:app", env, "/api/health", scratch / f"askgate-{group}.log")
         cookie = session_cookie(servers["askgate"].url)
         scenarios = scenarios_for(group, dashboard_key, cookie)
@@ -303,6 +308,7 @@ def run_group(
             _check(servers[sc.server].url + sc.path, sc.headers)
         for round_no in range(1, load.rounds + 1):
             reference: Sample | None = None
+            peer: Sample | None = None
             for sc in scenarios:
                 url = servers[sc.server].url + sc.path
                 if load.warmup:
@@ -316,12 +322,16 @@ def run_group(
                 sc.samples.append(sample)
                 reference = reference or sample
                 sc.ratios.append(sample.rps / reference.rps)
+                if sc.server == "peer":
+                    peer = sample
+                if peer is not None:
+                    sc.peer_ratios.append(sample.rps / peer.rps)
                 flag = f"  ERRORS: {sample.errors}" if sample.errors else ""
                 log(
                     f"  [{group} round {round_no}/{load.rounds}] {sc.name:<28} {sample.rps:8.0f} req/s"
                     f"  p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms"
                     f"  cpu {sample.cpu_us_per_request:4.0f} µs/req"
-                    f"  x{sc.ratios[-1]:.2f}{flag}"
+                    f"  x{sc.ratios[-1]:.2f}" + (f" (peer x{sc.peer_ratios[-1]:.2f})" if sc.peer_ratios else "") + flag
                 )
         return scenarios
     finally:
@@ -343,6 +353,7 @@ def summarize(scenarios: list[Scenario]) -> list[dict]:
                 "ratio": statistics.median(sc.ratios),
                 "ratio_min": min(sc.ratios),
                 "ratio_max": max(sc.ratios),
+                "peer_ratio": statistics.median(sc.peer_ratios) if sc.peer_ratios else None,
                 "errors": sum(s.errors for s in sc.samples),
             }
         )

@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,92 @@ def test_a_change_sweeps_temp_files_left_by_a_writer_killed_mid_write(path):
 
     assert [p for p in leftovers if p.exists()] == []
     assert json.loads(path.read_text())["items"] == [1, 2]
+
+
+# -- one change signal for the folder (app.documents.watch) -------------------------------------------------------
+def _count_stats(monkeypatch) -> list:
+    stats = []
+    real = sharedfile.os.stat
+
+    def counting(path, *args, **kwargs):
+        stats.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sharedfile.os, "stat", counting)
+    return stats
+
+
+def _write_in_child(path: Path, item: str) -> None:
+    make_file(path).update(_append(item))
+
+
+def test_with_nothing_changed_a_read_makes_no_stat_and_any_change_counts_on_the_next_read(tmp_path, monkeypatch):
+    keys, users = make_file(tmp_path / "keys.json"), make_file(tmp_path / "users.json")
+    keys.update(_append("k1"))
+    users.update(_append("u1"))
+    assert (keys.read()["items"], users.read()["items"]) == (["k1"], ["u1"])
+    stats = _count_stats(monkeypatch)
+    for _ in range(3):
+        assert (keys.read()["items"], users.read()["items"]) == (["k1"], ["u1"])
+    assert stats == []  # the folder's queue was empty: no stat at all
+
+    # Another process (forked: it opens its own queue) changes one file: both files check, one reloads.
+    child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(tmp_path / "users.json", "u2"))
+    child.start()
+    child.join(10)
+    assert child.exitcode == 0
+    assert (keys.read()["items"], users.read()["items"]) == (["k1"], ["u1", "u2"])
+    assert {Path(p).name for p in stats} == {"keys.json", "users.json"}  # each checked its file again
+
+    # A hand edit in place (no rename, no lock) counts too, and a damaged file fails closed at once.
+    (tmp_path / "keys.json").write_text(json.dumps({"version": 1, "items": ["edited"]}))
+    assert keys.read()["items"] == ["edited"]
+    (tmp_path / "keys.json").write_text("{damaged")
+    with pytest.raises(StoreUnavailable):
+        keys.read()
+    with pytest.raises(StoreUnavailable):
+        keys.read()
+
+
+def test_a_folder_replaced_under_the_store_is_still_seen(tmp_path):
+    folder = tmp_path / "store"
+    folder.mkdir()
+    doc = make_file(folder / "doc.json")
+    doc.update(_append("a"))
+    assert doc.read()["items"] == ["a"]
+    folder.rename(tmp_path / "old")
+    folder.mkdir()
+    (folder / "doc.json").write_text(json.dumps({"version": 1, "items": ["new folder"]}))
+    assert doc.read()["items"] == ["new folder"]
+    (folder / "doc.json").write_text(json.dumps({"version": 1, "items": ["edited again"]}))
+    assert doc.read()["items"] == ["edited again"]
+
+
+def test_threads_checking_the_folder_at_once_all_see_every_change(tmp_path):
+    """gthread workers read the stores from 8 threads at a time: the shared check must take concurrent callers."""
+    doc = make_file(tmp_path / "doc.json")
+    doc.update(_append(0))
+    errors, stop = [], threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                doc.read()
+        except Exception as exc:  # noqa: BLE001  (any failure is the finding)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        for n in range(1, 40):
+            fork = multiprocessing.get_context("fork")
+            writer = fork.Process(target=_write_in_child, args=(tmp_path / "doc.json", n))
+            writer.start()
+            writer.join(10)
+            assert doc.read()["items"] == list(range(n + 1))  # the change of another process, on the next read
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert errors == []

@@ -12,10 +12,10 @@ from flask_login import current_user
 
 from app.auth.keyrules import KeyRules, rules_for
 from app.documents.sharedfile import StoreUnavailable
-from app.keys.format import is_well_formed
+from app.keys.format import is_well_formed, looks_like_key
 from app.keys.limits import LIMIT_FIELDS
 from app.keys.store import key_status, parse_iso
-from app.services import services
+from app.services import Services, services
 
 log = logging.getLogger("askgate.auth")
 
@@ -65,10 +65,11 @@ def presented_key(req: Request) -> str | None:
     Only HTTP's own whitespace (space, tab) is trimmed: Python's ``strip()`` would also eat non-ASCII
     spaces, letting a key wrapped in them match.
     """
-    raw = req.headers.get("x-api-key")
+    environ = req.environ  # what req.headers.get reads, without its name mangling on every request
+    raw = environ.get("HTTP_X_API_KEY")
     if raw is not None and raw.strip(HTTP_WHITESPACE):
         return raw.strip(HTTP_WHITESPACE)[: MAX_KEY_HEADER + 1]
-    auth = req.headers.get("Authorization")
+    auth = environ.get("HTTP_AUTHORIZATION")
     if auth is not None and auth.strip(HTTP_WHITESPACE):
         scheme, _, token = auth.strip(HTTP_WHITESPACE).partition(" ")
         token = token.strip(" ")
@@ -116,12 +117,15 @@ def resolve_principal(req: Request) -> Principal | AuthFailure:
 
     store_down = False
     generation = svc.keys.generation  # before the lookup: a reload racing it leaves the cache entry stale, not wrong
+    # One change check for both stores (a revocation or a disabled owner counts at once), only for what could be
+    # a dashboard key: ADMIN_API_KEY and VALID_API_KEYS never touch the stores.
+    checked = svc.keys.file.change_check() if looks_like_key(raw) else None
     try:
-        record = svc.keys.lookup(raw)
+        record = svc.keys.lookup(raw, checked)
     except StoreUnavailable:
         record, store_down = None, True
     if record is not None:
-        return _dashboard_principal(record, ip, generation)
+        return _dashboard_principal(svc, record, ip, generation, checked)
 
     candidate = raw.encode("utf-8", "surrogateescape")
     match = None
@@ -141,12 +145,14 @@ def resolve_principal(req: Request) -> Principal | AuthFailure:
 _NEVER = float("inf")
 
 
-def _dashboard_principal(record: dict, ip: str, keys_generation: int) -> Principal | AuthFailure:
-    """The principal of a key ``record`` looked up at key-store generation ``keys_generation``."""
-    svc = services()
+def _dashboard_principal(
+    svc: Services, record: dict, ip: str, keys_generation: int, checked: int | None
+) -> Principal | AuthFailure:
+    """The principal of a key ``record`` looked up at key-store generation ``keys_generation``; ``checked``: the
+    request's change check of the store folder (``SharedJSONFile.change_check``), None to check here."""
     users_generation = svc.users.generation  # as for the keys: read before the store is
     try:
-        svc.users.file.read()  # one stat: reloads if users.json changed
+        svc.users.file.read(checked)  # reloads if users.json changed
     except StoreUnavailable:
         return AuthFailure(503, "Key store unavailable", "store_unavailable")
     # services().principals: digest -> (key-store generation, user-store generation, expiry epoch, principal).

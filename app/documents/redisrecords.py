@@ -138,7 +138,11 @@ class RedisRecords:
         self.full_loads = 0  # how often this process read every record (tests and the bench look)
 
     # -- reading -------------------------------------------------------------------------------------
-    def read(self) -> dict:
+    def change_check(self) -> None:
+        """The store files share one change check (``SharedJSONFile.change_check``); a Redis store checks itself."""
+        return None
+
+    def read(self, generation: None = None) -> dict:
         """The current document; one round trip (an EVALSHA) however many records there are."""
         seen = self._seen
         reply = self._call_sync(seen)

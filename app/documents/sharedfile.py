@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from app.documents import StoreUnavailable, StoreWriteError, older_version, run_commit_hook, saving
+from app.documents.watch import FolderWatch
 
 log = logging.getLogger("askgate.store")
 
@@ -55,6 +56,8 @@ class SharedJSONFile:
         self._data: dict | None = None
         self._error: str | None = None
         self._mutex = threading.Lock()
+        self._watch = FolderWatch.of(self.path.parent)
+        self._seen = None  # the watch's generation when the file was last checked (None: stat every read)
 
     # -- reading -------------------------------------------------------------------------------------
     def _stat_signature(self) -> tuple | None:
@@ -87,14 +90,31 @@ class SharedJSONFile:
         data = self._load(self.path)
         return self._empty() if data is None else data
 
-    def read(self) -> dict:
-        """The current document, reloaded only if the file changed since the last look (one ``stat``)."""
+    def change_check(self) -> int | None:
+        """Where the folder's changes stand now (one ``epoll_wait``; None without a watch): pass it to :meth:`read`
+        of both stores, so that one request checks once. A change made before this call is always seen."""
+        return self._watch.generation()
+
+    def read(self, generation: int | None = None) -> dict:
+        """The current document, reloaded only if the file changed since the last look.
+
+        Nothing in the folder changed since this file was last checked (one ``epoll_wait``, see
+        app.documents.watch, or the ``generation`` a :meth:`change_check` of this request returned): the cached
+        document. Otherwise (or with no watch) one ``stat``, and a reload when the file changed."""
+        if generation is None:
+            generation = self._watch.generation()
+        if generation is not None and generation == self._seen and (self._data is not None or self._error):
+            if self._error:
+                raise StoreUnavailable(self._error)
+            return self._data
         signature = self._stat_signature()
         if signature == self._signature and (self._data is not None or self._error):
+            self._seen = generation  # checked after that generation: only an older one could be stored here
             if self._error:
                 raise StoreUnavailable(self._error)
             return self._data
         with self._mutex:
+            self._seen = None  # until this reload is done, check again
             signature = self._stat_signature()
             if signature != self._signature or (self._data is None and not self._error):
                 try:
@@ -109,13 +129,14 @@ class SharedJSONFile:
                 if self._on_load:
                     self._on_load(data)
                 self._signature, self._data, self._error = signature, data, None
+            self._seen = generation
             if self._error:
                 raise StoreUnavailable(self._error)
             return self._data
 
     def forget(self) -> None:
         """Parse the file afresh on the next read, even if it looks unchanged."""
-        self._signature = None
+        self._signature, self._seen = None, None
 
     def check(self) -> str | None:
         """Describe what is wrong with the file on disk, or None when it is fine."""
@@ -167,6 +188,7 @@ class SharedJSONFile:
                 if self._on_load:
                     self._on_load(data)
                 self._signature, self._data, self._error = self._stat_signature(), data, None
+                self._seen = None
             return result
 
     def replace_all(self, data: dict) -> None:
@@ -175,7 +197,7 @@ class SharedJSONFile:
         with self._locked(), saving(run_commit_hook(None, data)):
             self._write(data)
         with self._mutex:
-            self._signature = None
+            self._signature, self._seen = None, None
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files left by a writer killed mid-write; under the lock nobody else is writing one."""

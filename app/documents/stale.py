@@ -38,8 +38,9 @@ class StaleReads:
         self._expired = False  # the copy's window has ended during this outage (logged once)
         self._lock = threading.Lock()
 
-    def read(self) -> dict:
-        """The current document, or during an outage the last loaded copy while it is young enough."""
+    def read(self, generation: None = None) -> dict:
+        """The current document, or during an outage the last loaded copy while it is young enough (``generation``:
+        the file stores' shared change check, which a Redis store does not use)."""
         started = time.monotonic()
         try:
             data = self.document.read()

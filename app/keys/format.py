@@ -39,12 +39,23 @@ def generate_key() -> str:
     return PREFIX + body + checksum(body)
 
 
+# Two base62 digits -> their value: a checksum reads back as three lookups instead of six divisions (every API
+# request with a key checks one). The checksum is no secret (anyone can compute it from the key they send).
+_PAIRS = {a + b: ALPHABET.index(a) * 62 + ALPHABET.index(b) for a in ALPHABET for b in ALPHABET}
+
+
+def looks_like_key(text: str) -> bool:
+    """Cheaply, whether ``text`` could be a dashboard key at all (``is_well_formed`` says whether it is one)."""
+    return len(text) == KEY_LENGTH and text.startswith(PREFIX)
+
+
 def is_well_formed(key: str) -> bool:
     """True if ``key`` has the agk_ shape and its checksum matches (no lookup needed to refuse typos)."""
     if not isinstance(key, str) or len(key) != KEY_LENGTH or not KEY_RE.match(key):
         return False
-    body = key[len(PREFIX) : -CHECKSUM_LENGTH]
-    return secrets.compare_digest(checksum(body), key[-CHECKSUM_LENGTH:])
+    body, mark = key[len(PREFIX) : -CHECKSUM_LENGTH], key[-CHECKSUM_LENGTH:]
+    value = (_PAIRS[mark[:2]] * 3844 + _PAIRS[mark[2:4]]) * 3844 + _PAIRS[mark[4:]]  # checksum() read back
+    return value == zlib.crc32(body.encode("ascii"))
 
 
 def digest(key: str) -> str:

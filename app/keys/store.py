@@ -212,14 +212,15 @@ class KeyStore:
         self.generation += 1
 
     # -- lookups (hot path) ---------------------------------------------------------------------------
-    def lookup(self, raw_key: str) -> dict | None:
+    def lookup(self, raw_key: str, generation: int | None = None) -> dict | None:
         """The record for ``raw_key`` whatever its status, or None. Raises StoreUnavailable.
 
         The secret a rotation replaced finds its key until the grace ends, then nothing ("Invalid API key").
+        ``generation``: this request's ``file.change_check()``, when it made one (the request hook).
         """
         if not is_well_formed(raw_key):
             return None
-        self.file.read()
+        self.file.read(generation)
         key_digest = digest(raw_key)
         record = self._by_digest.get(key_digest)
         if record is None and self._by_previous:
