@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from app.ask import indexjobs
 from tests.conftest import ADMIN_KEY, AuthActions
 from tests.storeservers import tgz_bytes
 
@@ -177,3 +178,4 @@ def test_a_nameless_multipart_part_is_dropped_and_the_named_ones_still_count(cli
     response = client.put("/api/workspaces/shop", data=with_archive, content_type=MULTIPART, headers=headers)
     assert (response.status_code, response.get_json()) == (201, {"id": "shop", "file_count": 1, "size_bytes": 46})
     assert (workspaces / "shop" / "shop" / "billing.py").read_text() == source
+    indexjobs.wait_until_indexed(workspaces, "shop", timeout=30)  # its background index, done before the next test
