@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from app.ask.parsing import AST_LOCK
 from tests.conftest import ROOT
 
 PACKAGE = "app"
@@ -33,7 +34,9 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in files}
     for name, path in files.items():
         is_package = path.name == "__init__.py"
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        with AST_LOCK:  # an index job another test started may still be parsing in its thread
+            tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]

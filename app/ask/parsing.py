@@ -8,6 +8,7 @@ as plain text. Chunking turns definitions into chunks; files in other languages 
 import ast
 import functools
 import re
+import threading
 from dataclasses import dataclass, field
 
 FUNCTION, CLASS = "function", "class"
@@ -68,9 +69,15 @@ def parse(path: str, text: str) -> Parsed | None:
 # --- Python ---------------------------------------------------------------------------------------
 
 
+# CPython 3.11 keeps ast's recursion-depth bookkeeping per interpreter, not per call: two threads parsing at once can
+# fail with "SystemError: AST constructor recursion depth mismatch". One parse at a time in this process.
+AST_LOCK = threading.Lock()
+
+
 def _parse_python(text: str) -> Parsed | None:
     try:
-        tree = ast.parse(text)
+        with AST_LOCK:
+            tree = ast.parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     lines = text.splitlines()
