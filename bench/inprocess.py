@@ -36,8 +36,7 @@ from app.config import load_config, parse_allowed_ips  # noqa: E402
 from app.documents.sharedfile import atomic_write  # noqa: E402
 from app.ipallow import IPAllowlist  # noqa: E402
 from app.keys import format as keyformat  # noqa: E402
-from app.keys.limits import default_limits  # noqa: E402
-from app.keys.store import FILE_NAME, SCHEMA_VERSION, iso, utcnow  # noqa: E402
+from app.keys.store import FILE_NAME, SCHEMA_VERSION, iso, key_record, utcnow  # noqa: E402
 from app.users.store import UserStore  # noqa: E402
 from bench.bare_app import REFERENCE_PATH  # noqa: E402
 from bench.bare_app import create_app as create_bare_app  # noqa: E402
@@ -150,20 +149,9 @@ def write_key_store(workspaces: Path, count: int, owner: str, seed: int = 6) -> 
     for n in range(count):
         raw = _random_key(rng)
         records.append(
-            {
-                "id": f"key_{n:016x}",
-                "name": f"bench-{n}",
-                "owner": owner,
-                "prefix": keyformat.display_prefix(raw),
-                "digest": keyformat.digest(raw),
-                "created_at": stamp,
-                "expires_at": None,
-                "revoked_at": None,
-                "last_used_at": None,
-                **default_limits(),  # a key made with no limits: today's behaviour
-                "previous_digest": None,
-                "previous_expires_at": None,
-            }
+            key_record(
+                f"key_{n:016x}", f"bench-{n}", owner, keyformat.display_prefix(raw), keyformat.digest(raw), stamp
+            )
         )
     payload = json.dumps({"version": SCHEMA_VERSION, "keys": records}, indent=1, sort_keys=True).encode() + b"\n"
     atomic_write(workspaces / FILE_NAME, payload)

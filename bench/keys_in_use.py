@@ -28,8 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.keys.format import digest, display_prefix, generate_key  # noqa: E402
-from app.keys.limits import default_limits  # noqa: E402
-from app.keys.store import iso, utcnow  # noqa: E402
+from app.keys.store import iso, key_record, utcnow  # noqa: E402
 from app.stores import Stores  # noqa: E402
 from bench.common import PASSWORD  # noqa: E402
 from bench.e2e import (  # noqa: E402
@@ -64,22 +63,7 @@ def bulk_keys(stores: Stores, owner: str, count: int) -> list[tuple[str, str]]:
         raw = generate_key()
         key_id = f"key_{number:016x}"
         made.append((key_id, raw))
-        records.append(
-            {
-                "id": key_id,
-                "name": f"bulk-{number}",
-                "owner": owner,
-                "prefix": display_prefix(raw),
-                "digest": digest(raw),
-                "created_at": created,
-                "expires_at": None,
-                "revoked_at": None,
-                "last_used_at": None,
-                **default_limits(),
-                "previous_digest": None,
-                "previous_expires_at": None,
-            }
-        )
+        records.append(key_record(key_id, f"bulk-{number}", owner, display_prefix(raw), digest(raw), created))
     document = stores.keys.file.read()
     document["keys"].extend(records)
     stores.keys.file.replace_all(document)

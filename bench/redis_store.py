@@ -25,8 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.documents.redisdoc import redis_client  # noqa: E402
-from app.keys.limits import default_limits  # noqa: E402
-from app.keys.store import SCHEMA_VERSION, KeyStore, iso, utcnow  # noqa: E402
+from app.keys.store import SCHEMA_VERSION, KeyStore, iso, key_record, utcnow  # noqa: E402
 from bench.e2e import RedisServer  # noqa: E402
 
 SIZES = (10, 10_000, 100_000)
@@ -37,20 +36,9 @@ def fill(url: str, count: int) -> None:
     """``count`` active keys of ``bench``, written in bulk (digests of random bytes: nobody needs their secrets)."""
     stamp = iso(utcnow())
     records = [
-        {
-            "id": f"key_{n:016x}",
-            "name": f"bench-{n}",
-            "owner": "bench",
-            "prefix": "agk_bench000",
-            "digest": hashlib.sha256(os.urandom(16)).hexdigest(),
-            "created_at": stamp,
-            "expires_at": None,
-            "revoked_at": None,
-            "last_used_at": None,
-            **default_limits(),
-            "previous_digest": None,
-            "previous_expires_at": None,
-        }
+        key_record(
+            f"key_{n:016x}", f"bench-{n}", "bench", "agk_bench000", hashlib.sha256(os.urandom(16)).hexdigest(), stamp
+        )
         for n in range(count)
     ]
     KeyStore(redis_client=redis_client(url)).file.replace_all({"version": SCHEMA_VERSION, "keys": records})

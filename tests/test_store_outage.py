@@ -18,10 +18,9 @@ import requests
 
 from app.documents import StoreUnavailable, StoreUnreachable
 from app.documents import stale as stale_module
-from app.keys.format import digest, display_prefix, generate_key
-from app.keys.limits import default_limits
 from app.keys.store import iso, utcnow
 from app.stores import Stores
+from bench.keys_in_use import bulk_keys  # the same 1,000 keys the bench uses
 from tests.conftest import ADMIN_KEY, CLIENT_KEY, PASSWORD, RedisServer, live_servers
 from tests.faultlib import generate_key_on_page, login
 from tests.procnet import pin_by_worker
@@ -53,36 +52,6 @@ class Clock:
 
     def monotonic(self) -> float:
         return self.now
-
-
-def bulk_keys(stores: Stores, owner: str, count: int) -> list[tuple[str, str]]:
-    """``count`` active dashboard keys of ``owner`` written in one document change; (id, raw key) each."""
-    created = iso(utcnow())
-    made, records = [], []
-    for number in range(count):
-        raw = generate_key()
-        key_id = f"key_{number:016x}"
-        made.append((key_id, raw))
-        records.append(
-            {
-                "id": key_id,
-                "name": f"bulk-{number}",
-                "owner": owner,
-                "prefix": display_prefix(raw),
-                "digest": digest(raw),
-                "created_at": created,
-                "expires_at": None,
-                "revoked_at": None,
-                "last_used_at": None,
-                **default_limits(),
-                "previous_digest": None,
-                "previous_expires_at": None,
-            }
-        )
-    document = stores.keys.file.read()
-    document["keys"].extend(records)
-    stores.keys.file.replace_all(document)
-    return made
 
 
 # -- in process: the stale window, the refusal of changes, the reload -------------------------------------------

@@ -151,6 +151,35 @@ def _validate(raw: object) -> dict:
     return raw
 
 
+def key_record(
+    key_id: str,
+    name: str,
+    owner: str,
+    prefix: str,
+    key_digest: str,
+    created_at: str,
+    *,
+    expires_at: str | None = None,
+    limits: dict | None = None,
+) -> dict:
+    """A new, active key's stored record: the one place its fields are listed (``KeyStore.create``, and the
+    bulk set-ups of tests and benchmarks). ``limits`` are already checked; none given means no limits."""
+    return {
+        "id": key_id,
+        "name": name,
+        "owner": owner,
+        "prefix": prefix,
+        "digest": key_digest,
+        "created_at": created_at,
+        "expires_at": expires_at,
+        "revoked_at": None,
+        "last_used_at": None,
+        **(default_limits() if limits is None else limits),
+        "previous_digest": None,
+        "previous_expires_at": None,
+    }
+
+
 class KeyStore:
     """All dashboard-generated keys. Nothing else reads or writes ``api-keys.json``."""
 
@@ -264,20 +293,17 @@ class KeyStore:
             admit()
         raw = generate_key()
         now = utcnow()
-        record = {
-            "id": "key_" + secrets.token_hex(8),
-            "name": name,
-            "owner": owner,
-            "prefix": display_prefix(raw),
-            "digest": digest(raw),
-            "created_at": iso(now),
-            "expires_at": iso(now + timedelta(days=expires_in_days)) if expires_in_days else None,
-            "revoked_at": None,
-            "last_used_at": None,
-            **checked,
-            "previous_digest": None,
-            "previous_expires_at": None,
-        }
+        expires_at = iso(now + timedelta(days=expires_in_days)) if expires_in_days else None
+        record = key_record(
+            "key_" + secrets.token_hex(8),
+            name,
+            owner,
+            display_prefix(raw),
+            digest(raw),
+            iso(now),
+            expires_at=expires_at,
+            limits=checked,
+        )
 
         def add(data: dict) -> None:
             data["keys"].append(record)
