@@ -100,11 +100,10 @@ def resolve_principal(req: Request) -> Principal | AuthFailure:
     if svc.session_cookie in req.cookies and current_user.is_authenticated:
         user = current_user._get_current_object()
         return Principal("session", user.username, user.role, None, f"user:{user.id}", f"user:{user.id}")
-    if "session_store_error" in g and presented_key(req) is None:  # a session the store cannot check right now
-        return AuthFailure(503, "Key store unavailable", "store_unavailable")
-
     raw = presented_key(req)
     if raw is None:
+        if "session_store_error" in g:  # a session the store cannot check right now
+            return AuthFailure(503, "Key store unavailable", "store_unavailable")
         return AuthFailure(401, "API key required", "missing")
 
     ip = req.remote_addr or ""
